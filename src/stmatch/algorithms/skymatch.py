@@ -1,0 +1,512 @@
+r"""Sky matching of overlapping images: local, global, match and global+match.
+
+Semantics follow jwst ``skymatch`` (``stcal.skymatch``); see the step's docs for
+where they deliberately differ:
+
+* ``local``: each group's sky is the statistic of its own valid pixels;
+* ``global``: the smallest local sky, applied to every group;
+* ``match``: relative levels from pairwise differences in the overlaps, solved by
+  weighted least squares on the overlap graph (:mod:`.skysolve`); in each
+  connected component the lowest (``match_down``) or highest level is zero;
+* ``global+match``: ``match``, then each component gets the baseline
+  :math:`\min_g(\mathrm{local}_g - \Delta_g)` over its own members, so that the
+  component's reference image gets its own sky (jwst uses one baseline for all).
+
+A pair statistic uses only the pixels valid in *both* images: image ``a``'s pixels
+inside the overlap whose centres fall on a valid pixel of ``b``, and vice versa.
+The difference of the two statistics, :math:`d = s_a - s_b`, has variance
+:math:`\sigma_a^2 + \sigma_b^2` from the statistics' own standard errors
+(:mod:`.skystats`); it weights the pair in the solution.
+
+Images are read through ``SkyInput.load`` callables with a small LRU cache, and
+pairs are visited in reverse Cuthill–McKee order of the overlap graph, so that
+with a bounded cache each image is read only a few times.
+"""
+
+from __future__ import annotations
+
+import logging
+import math
+import time
+from collections import OrderedDict
+from collections.abc import Callable, Hashable, Sequence
+from dataclasses import dataclass, field
+
+import numpy as np
+from scipy import sparse
+from scipy.sparse import csgraph
+
+from .geometry import (
+    GeometryError,
+    PixelGrid,
+    candidate_pairs,
+    make_footprint,
+    map_region,
+    overlap_box,
+)
+from .skysolve import ComponentSolution, solve_offsets
+from .skystats import SkyStatistic, StatResult
+
+__all__ = ["PairRecord", "SkyInput", "SkyMatchParams", "SkyMatchResult", "match_sky"]
+
+log = logging.getLogger(__name__)
+
+SKYMETHODS = ("local", "global", "match", "global+match")
+
+
+@dataclass(frozen=True)
+class SkyInput:
+    """One image for sky matching.
+
+    Parameters
+    ----------
+    name : str
+        Identifier used in logs and tables.
+    shape : tuple of int
+        ``(ny, nx)`` of the data.
+    pixel_to_world : callable
+        ``(x, y) -> (ra, dec)`` in degrees, vectorised, defined outside the image too.
+    world_to_pixel : callable
+        ``(ra, dec) -> (x, y)``, vectorised, defined outside the image too.
+    load : callable
+        ``() -> (data, good)``: the 2-D data and a boolean mask of usable pixels.
+        Called whenever the pixels are needed; results are cached by :func:`match_sky`.
+    group : hashable, optional
+        Images with equal ``group`` share one sky level (detectors of one exposure).
+        None puts the image in a group of its own.
+    """
+
+    name: str
+    shape: tuple
+    pixel_to_world: Callable
+    world_to_pixel: Callable
+    load: Callable
+    group: Hashable = None
+
+
+@dataclass(frozen=True)
+class SkyMatchParams:
+    """Parameters of :func:`match_sky`; validated on construction.
+
+    Parameters
+    ----------
+    skymethod : {'match', 'global+match', 'local', 'global'}
+    match_down : bool
+        In ``match`` modes, the lowest (True) or highest (False) level of each
+        component becomes the zero point.
+    statistic : SkyStatistic
+        Statistic used for local skies and for both sides of every overlap.
+    stepsize : int or None
+        Largest spacing in pixels of footprint outline vertices.
+    grid_step : int
+        Spacing in pixels of the exact world-coordinate grid used to map pixels
+        between overlapping images.
+    min_pixels : int
+        Fewest pixels valid in both images for a pair to be used.
+    cache_size : int or None
+        Number of images whose pixels are kept in memory at once (None: all).
+    """
+
+    skymethod: str = "match"
+    match_down: bool = True
+    statistic: SkyStatistic = field(default_factory=SkyStatistic)
+    stepsize: int | None = None
+    grid_step: int = 16
+    min_pixels: int = 10
+    cache_size: int | None = None
+
+    def __post_init__(self):
+        if self.skymethod not in SKYMETHODS:
+            raise ValueError(f"skymethod must be one of {SKYMETHODS}, not {self.skymethod!r}")
+        if not isinstance(self.statistic, SkyStatistic):
+            raise TypeError("statistic must be a SkyStatistic")
+        if self.stepsize is not None and self.stepsize <= 0:
+            raise ValueError("stepsize must be positive or None")
+        if self.grid_step < 1:
+            raise ValueError("grid_step must be at least 1")
+        if self.min_pixels < 1:
+            raise ValueError("min_pixels must be at least 1")
+        if self.cache_size is not None and self.cache_size < 2:
+            raise ValueError("cache_size must be at least 2 or None")
+
+
+@dataclass(frozen=True)
+class PairRecord:
+    """Measurement on one pair of overlapping images."""
+
+    a: int
+    b: int
+    group_a: int
+    group_b: int
+    npix: int
+    sky_a: float
+    sky_b: float
+    diff: float
+    diff_err: float
+    used: bool
+    reason: str = ""
+    residual: float = math.nan
+
+    @property
+    def weight(self) -> float:
+        """Inverse variance of the difference (0 when unused)."""
+        if not self.used or not self.diff_err > 0:
+            return 0.0
+        return 1.0 / self.diff_err**2
+
+
+@dataclass(frozen=True)
+class SkyMatchResult:
+    """Sky levels of every group and the record of how they were obtained.
+
+    Attributes
+    ----------
+    method : str
+    group_of_image : numpy.ndarray
+        Group index of each input image.
+    group_keys : tuple
+        Group identifier of each group (the input ``group``, or the image name).
+    level : numpy.ndarray
+        Sky level of each group: the value to subtract from its images.
+    level_err : numpy.ndarray
+        1-σ uncertainty of ``level`` (relative to the component's anchor in
+        ``match``; includes the baseline's error in ``global+match``).
+    local_sky : numpy.ndarray
+        Each group's own statistic (NaN when not computed or not computable).
+    component : numpy.ndarray
+        Connected component of each group (-1 for methods without matching).
+    n_pairs : numpy.ndarray
+        Number of used pairs involving each group.
+    valid : numpy.ndarray
+        Whether a level could be determined for each group.
+    reason : tuple of str
+        Why a group is not valid (empty when valid).
+    pairs : tuple of PairRecord
+    components : tuple of ComponentSolution
+    n_candidates : int
+        Candidate pairs from the spatial index (before exact overlap tests).
+    """
+
+    method: str
+    group_of_image: np.ndarray
+    group_keys: tuple
+    level: np.ndarray
+    level_err: np.ndarray
+    local_sky: np.ndarray
+    component: np.ndarray
+    n_pairs: np.ndarray
+    valid: np.ndarray
+    reason: tuple
+    pairs: tuple = ()
+    components: tuple = ()
+    n_candidates: int = 0
+
+    @property
+    def image_level(self) -> np.ndarray:
+        """Sky level of each input image (its group's level)."""
+        return self.level[self.group_of_image]
+
+    @property
+    def n_components(self) -> int:
+        """Number of connected components (0 without matching)."""
+        return len(self.components)
+
+
+class _PixelCache:
+    """LRU cache of ``(data, good)`` per image."""
+
+    def __init__(self, inputs, size):
+        self._inputs = inputs
+        self._size = size
+        self._store = OrderedDict()
+        self.loads = 0
+
+    def get(self, i):
+        if i in self._store:
+            self._store.move_to_end(i)
+            return self._store[i]
+        data, good = self._inputs[i].load()
+        data = np.asarray(data)
+        good = np.asarray(good, dtype=bool)
+        if data.ndim != 2 or data.shape != good.shape:
+            raise ValueError(f"{self._inputs[i].name}: data and mask must be 2-D of one shape")
+        good = good & np.isfinite(data)
+        self.loads += 1
+        self._store[i] = (data, good)
+        if self._size is not None:
+            while len(self._store) > self._size:
+                self._store.popitem(last=False)
+        return data, good
+
+
+def _groups(inputs):
+    keys = []
+    index = {}
+    of_image = np.empty(len(inputs), dtype=np.intp)
+    for i, inp in enumerate(inputs):
+        key = inp.group if inp.group is not None else ("__image__", i)
+        if key not in index:
+            index[key] = len(keys)
+            keys.append(inp.group if inp.group is not None else inp.name)
+        of_image[i] = index[key]
+    return of_image, tuple(keys)
+
+
+def match_sky(inputs: Sequence[SkyInput], params: SkyMatchParams | None = None,
+              *, progress: Callable[[int, int], None] | None = None) -> SkyMatchResult:
+    """Compute sky levels of images (or groups of images) by the chosen method.
+
+    Parameters
+    ----------
+    inputs : sequence of SkyInput
+        The images. Their arrays are never modified.
+    params : SkyMatchParams, optional
+    progress : callable, optional
+        ``progress(done, total)`` called while pairs are measured.
+
+    Returns
+    -------
+    SkyMatchResult
+    """
+    params = params or SkyMatchParams()
+    inputs = list(inputs)
+    if not inputs:
+        raise ValueError("no images to sky-match")
+    group_of_image, keys = _groups(inputs)
+    ngroups = len(keys)
+    cache = _PixelCache(inputs, params.cache_size)
+    method = params.skymethod
+    do_match = "match" in method
+    need_local = method != "match"
+
+    reason = [""] * ngroups
+    pairs: tuple = ()
+    comps: tuple = ()
+    n_candidates = 0
+    component = np.full(ngroups, -1, dtype=np.intp)
+    n_pairs = np.zeros(ngroups, dtype=np.intp)
+    delta = np.zeros(ngroups)
+    delta_err = np.zeros(ngroups)
+    matched = np.zeros(ngroups, dtype=bool)
+
+    if do_match:
+        t0 = time.perf_counter()
+        pairs, n_candidates, bad_wcs = _measure_pairs(inputs, group_of_image, params, cache,
+                                                      progress)
+        for g, why in bad_wcs.items():
+            reason[g] = why
+        used = [p for p in pairs if p.used]
+        log.info("Measured %d overlapping pairs (%d used) from %d candidates in %.2f s",
+                 len(pairs), len(used), n_candidates, time.perf_counter() - t0)
+        sol = solve_offsets(
+            ngroups,
+            [p.group_a for p in used],
+            [p.group_b for p in used],
+            [p.diff for p in used],
+            [p.diff_err**2 for p in used],
+            anchor="min" if params.match_down else "max",
+        )
+        residual = iter(sol.residuals)
+        pairs = tuple(
+            _replace_residual(p, next(residual)) if p.used else p for p in pairs
+        )
+        delta, delta_err, component = sol.levels, sol.errors, sol.component
+        for p in used:
+            n_pairs[p.group_a] += 1
+            n_pairs[p.group_b] += 1
+        matched = n_pairs > 0
+        comps = sol.components
+        for g in np.flatnonzero(~matched):
+            if not reason[g]:
+                reason[g] = "no overlap with another image that has valid pixels in both"
+
+    local = np.full(ngroups, math.nan)
+    local_err = np.full(ngroups, math.nan)
+    if need_local:
+        local, local_err = _local_skies(inputs, group_of_image, ngroups, params, cache)
+
+    level = np.zeros(ngroups)
+    level_err = np.zeros(ngroups)
+    valid = np.zeros(ngroups, dtype=bool)
+    if method == "local":
+        valid = np.isfinite(local)
+        level = np.where(valid, local, 0.0)
+        level_err = np.where(valid, local_err, math.nan)
+        for g in np.flatnonzero(~valid):
+            reason[g] = reason[g] or "no valid pixels for the sky statistic"
+    elif method == "global":
+        ok = np.isfinite(local)
+        if ok.any():
+            g0 = int(np.flatnonzero(ok)[np.argmin(local[ok])])
+            level[:] = local[g0]
+            level_err[:] = local_err[g0]
+            valid[:] = True
+        else:
+            reason = ["no image has valid pixels for the sky statistic"] * ngroups
+    elif method == "match":
+        level = delta
+        level_err = delta_err
+        valid = matched
+    else:  # global+match: each component gets its own baseline
+        for comp in comps:
+            members = comp.members
+            base_terms = local[members] - delta[members]
+            ok = np.isfinite(base_terms)
+            if not ok.any():
+                for g in members:
+                    reason[g] = reason[g] or "no valid pixels for the baseline sky"
+                continue
+            k = int(np.flatnonzero(ok)[np.argmin(base_terms[ok])])
+            base = base_terms[k]
+            level[members] = delta[members] + base
+            level_err[members] = np.hypot(delta_err[members], local_err[members[k]])
+            valid[members] = True
+        for g in np.flatnonzero(valid):
+            if reason[g].startswith("no overlap"):
+                reason[g] = ""
+    reason = tuple(r if not valid[g] else "" for g, r in enumerate(reason))
+    return SkyMatchResult(
+        method=method,
+        group_of_image=group_of_image,
+        group_keys=keys,
+        level=level,
+        level_err=level_err,
+        local_sky=local,
+        component=component,
+        n_pairs=n_pairs,
+        valid=valid,
+        reason=reason,
+        pairs=pairs,
+        components=comps,
+        n_candidates=n_candidates,
+    )
+
+
+def _replace_residual(p: PairRecord, residual: float) -> PairRecord:
+    from dataclasses import replace
+
+    return replace(p, residual=float(residual))
+
+
+def _local_skies(inputs, group_of_image, ngroups, params, cache):
+    """Statistic of each group's valid pixels, all member images together."""
+    local = np.full(ngroups, math.nan)
+    err = np.full(ngroups, math.nan)
+    for g in range(ngroups):
+        members = np.flatnonzero(group_of_image == g)
+        values = []
+        for i in members:
+            data, good = cache.get(int(i))
+            values.append(data[good])
+        res = params.statistic(np.concatenate(values) if len(values) > 1 else values[0])
+        if res.valid:
+            local[g] = res.value
+            err[g] = res.error
+    return local, err
+
+
+def _pair_order(n, pairs):
+    """Order pairs so that consecutive ones share images (reverse Cuthill–McKee)."""
+    if len(pairs) == 0:
+        return pairs
+    adj = sparse.coo_matrix((np.ones(len(pairs)), (pairs[:, 0], pairs[:, 1])), shape=(n, n))
+    adj = (adj + adj.T).tocsr()
+    perm = csgraph.reverse_cuthill_mckee(adj, symmetric_mode=True)
+    rank = np.empty(n, dtype=np.intp)
+    rank[perm] = np.arange(n)
+    ra, rb = rank[pairs[:, 0]], rank[pairs[:, 1]]
+    order = np.lexsort((np.maximum(ra, rb), np.minimum(ra, rb)))
+    return pairs[order]
+
+
+def _measure_pairs(inputs, group_of_image, params, cache, progress):
+    n = len(inputs)
+    footprints = [None] * n
+    bad_wcs = {}
+    for i, inp in enumerate(inputs):
+        try:
+            footprints[i] = make_footprint(inp.shape, inp.pixel_to_world, params.stepsize)
+        except GeometryError as exc:
+            bad_wcs[int(group_of_image[i])] = f"invalid WCS footprint: {exc}"
+            log.warning("%s: cannot compute footprint (%s); image left out of matching",
+                        inp.name, exc)
+    ok = [i for i in range(n) if footprints[i] is not None]
+    cand = candidate_pairs([footprints[i] for i in ok])
+    cand = np.array(ok, dtype=np.intp)[cand] if len(cand) else cand
+    # Pairs inside one group carry no information about group levels.
+    if len(cand):
+        cand = cand[group_of_image[cand[:, 0]] != group_of_image[cand[:, 1]]]
+    cand = _pair_order(n, cand)
+    grids = {}
+
+    def grid(i):
+        if i not in grids:
+            grids[i] = PixelGrid(inputs[i].shape, inputs[i].pixel_to_world, params.grid_step)
+        return grids[i]
+
+    records = []
+    total = len(cand)
+    step = max(1, total // 10)
+    for k, (a, b) in enumerate(cand):
+        a, b = int(a), int(b)
+        rec = _measure_pair(a, b, inputs, footprints, grid, cache, params, group_of_image)
+        if rec is not None:
+            records.append(rec)
+            if not rec.used:
+                log.debug("pair %s / %s not used: %s", inputs[a].name, inputs[b].name,
+                          rec.reason)
+        if progress is not None and ((k + 1) % step == 0 or k + 1 == total):
+            progress(k + 1, total)
+    return tuple(records), total, bad_wcs
+
+
+def _side(i, j, inputs, footprints, grid, cache):
+    """Values of image i in its overlap with image j, on pixels valid in both."""
+    box = overlap_box(inputs[i].shape, inputs[i].world_to_pixel, footprints[j])
+    if box is None:
+        return None
+    xo, yo = map_region(grid(i), box, inputs[j].world_to_pixel)
+    nyj, nxj = inputs[j].shape
+    inside = (xo >= -0.5) & (xo < nxj - 0.5) & (yo >= -0.5) & (yo < nyj - 0.5)
+    if not inside.any():
+        return None
+    data_i, good_i = cache.get(i)
+    _, good_j = cache.get(j)
+    sel = inside & good_i[box]
+    iy, ix = np.nonzero(sel)
+    # Nearest pixel of j under each selected centre (centres inside j by construction).
+    jx = np.clip(np.floor(xo[iy, ix] + 0.5).astype(np.intp), 0, nxj - 1)
+    jy = np.clip(np.floor(yo[iy, ix] + 0.5).astype(np.intp), 0, nyj - 1)
+    both = good_j[jy, jx]
+    region = data_i[box]
+    return region[iy[both], ix[both]]
+
+
+def _measure_pair(a, b, inputs, footprints, grid, cache, params, group_of_image):
+    ga, gb = int(group_of_image[a]), int(group_of_image[b])
+    try:
+        va = _side(a, b, inputs, footprints, grid, cache)
+        vb = _side(b, a, inputs, footprints, grid, cache) if va is not None else None
+    except (GeometryError, FloatingPointError, ValueError, np.linalg.LinAlgError) as exc:
+        log.warning("pair %s / %s dropped: geometry failed (%s)", inputs[a].name,
+                    inputs[b].name, exc)
+        return PairRecord(a, b, ga, gb, 0, math.nan, math.nan, math.nan, math.nan, False,
+                          f"geometry failed: {exc}")
+    if va is None or vb is None:
+        return None  # bounding circles touch but the images do not overlap
+    npix = int(min(va.size, vb.size))
+    if npix < params.min_pixels:
+        return PairRecord(a, b, ga, gb, npix, math.nan, math.nan, math.nan, math.nan, False,
+                          f"only {npix} pixels valid in both images (min_pixels="
+                          f"{params.min_pixels})")
+    sa: StatResult = params.statistic(va)
+    sb: StatResult = params.statistic(vb)
+    if not (sa.valid and sb.valid):
+        return PairRecord(a, b, ga, gb, npix, sa.value, sb.value, math.nan, math.nan, False,
+                          "sky statistic could not be computed in the overlap")
+    err = math.hypot(sa.error, sb.error)
+    if not err > 0:
+        # Noise-free data: every such pair gets the same tiny, positive error.
+        err = 1e-12 * max(1.0, abs(sa.value), abs(sb.value))
+    return PairRecord(a, b, ga, gb, int(min(sa.npix, sb.npix)), sa.value, sb.value,
+                      sa.value - sb.value, err, True)

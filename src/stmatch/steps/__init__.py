@@ -1,0 +1,23 @@
+"""stpipe steps of stmatch.
+
+The classes are loaded on first access so that ``import stmatch.steps`` (and
+stpipe's entry point discovery) stays cheap.
+"""
+
+__all__ = ["SkyMatchStep"]
+
+_LOCATIONS = {
+    "SkyMatchStep": "stmatch.steps.skymatch_step",
+}
+
+
+def __getattr__(name):
+    if name in _LOCATIONS:
+        import importlib
+
+        return getattr(importlib.import_module(_LOCATIONS[name]), name)
+    raise AttributeError(f"module 'stmatch.steps' has no attribute {name!r}")
+
+
+def __dir__():
+    return sorted(__all__)

@@ -1,0 +1,280 @@
+"""Input/output glue of SkyMatchStep: libraries, metadata, solution products."""
+
+from __future__ import annotations
+
+import logging
+import math
+import os
+from pathlib import Path
+
+import numpy as np
+from jwst.datamodels import ModelLibrary
+from jwst.lib.suffix import remove_suffix
+
+from ._base import atomic_write
+
+log = logging.getLogger("stmatch.steps.skymatch")
+
+
+# --------------------------------------------------------------------------- inputs
+def open_library(step, init):
+    """A ModelLibrary for any accepted input; records input paths to protect them."""
+    on_disk = not step.in_memory
+    step._input_paths = []
+    if isinstance(init, ModelLibrary):
+        return init
+    if isinstance(init, (str, Path)):
+        path = Path(init)
+        if not path.exists():
+            raise FileNotFoundError(f"SkyMatchStep input not found: {path}")
+        if path.suffix.lower() == ".json":
+            library = ModelLibrary(str(path), on_disk=on_disk)
+            base = Path(library._asn_dir or ".")
+            step._input_paths = [str(base / m["expname"]) for m in library.asn["products"][0]
+                                 ["members"]]
+            return library
+        init = [str(path)]
+    if isinstance(init, (list, tuple)):
+        if all(isinstance(x, (str, Path)) for x in init):
+            missing = [str(x) for x in init if not Path(x).exists()]
+            if missing:
+                raise FileNotFoundError(f"SkyMatchStep inputs not found: {missing}")
+            step._input_paths = [str(Path(x).resolve()) for x in init]
+            asn = {"asn_type": "image3", "asn_id": "stmatch", "products": [{
+                "name": remove_suffix(Path(str(init[0])).stem)[0],
+                "members": [{"expname": p, "exptype": "science"} for p in step._input_paths],
+            }]}
+            return ModelLibrary(asn, on_disk=on_disk)
+        models = step.prepare_output(list(init), open_models=False)
+        if on_disk:
+            log.info("in_memory=False needs an association or file names; "
+                     "models given in memory stay in memory")
+        return ModelLibrary(models)
+    raise TypeError(f"SkyMatchStep cannot use input of type {type(init).__name__}")
+
+
+def wcs_callables(model):
+    """Pixel → world and world → pixel callables of a model (raising if no WCS)."""
+    wcs = model.meta.wcs
+    name = model.meta.filename
+
+    if wcs is None:
+        def missing(*_):
+            raise ValueError(f"{name} has no WCS (meta.wcs)")
+
+        return missing, missing
+
+    def fwd(x, y):
+        return wcs(x, y, with_bounding_box=False)
+
+    def inv(ra, dec):
+        return wcs.invert(ra, dec, with_bounding_box=False)
+
+    return fwd, inv
+
+
+def previous_level(model, subtract):
+    """Sky already subtracted from the data (jwst's consistency rules)."""
+    bg = model.meta.background
+    name = model.meta.filename
+    if bg.subtracted is None:
+        if bg.level is not None:
+            raise ValueError(f"{name}: background level is set but 'subtracted' is undefined")
+        return 0.0
+    if bg.level is None:
+        raise ValueError(f"{name}: background was subtracted but its level is undefined")
+    if bool(bg.subtracted) != bool(subtract):
+        raise ValueError(
+            f"{name}: subtract={subtract} disagrees with a previous sky-matching run "
+            f"(meta.background.subtracted={bg.subtracted}); run on the original data or "
+            "use the same 'subtract'"
+        )
+    return float(bg.level) if subtract else 0.0
+
+
+# -------------------------------------------------------------------------- results
+def mark_all(step, library, status):
+    """Set the step status of every model."""
+    with library:
+        for i in range(len(library)):
+            model = library.borrow(i)
+            setattr(model.meta.cal_step, step.class_alias, status)
+            library.shelve(model, i)
+    return library
+
+
+def log_solution(result, inputs):
+    """Per-group levels at INFO, with components and pairs."""
+    log.info("Sky levels (%s), %d group(s), %d component(s):", result.method,
+             len(result.group_keys), result.n_components)
+    for g, key in enumerate(result.group_keys):
+        if result.valid[g]:
+            comp = result.component[g]
+            log.info("  %-40s level=%-12.6g ± %-10.3g component=%s pairs=%d", key,
+                     result.level[g], result.level_err[g], comp if comp >= 0 else "-",
+                     result.n_pairs[g])
+        else:
+            log.warning("  %-40s SKIPPED: %s", key, result.reason[g])
+    if result.n_components > 1:
+        sizes = [c.members.size for c in result.components]
+        log.warning("The overlap graph has %d disconnected components (sizes %s); each is "
+                    "solved and anchored on its own", result.n_components, sizes)
+
+
+def apply_result(step, library, inputs, result, previous):
+    """Write levels into meta.background (and the data when subtracting)."""
+    with library:
+        for i in range(len(library)):
+            g = int(result.group_of_image[i])
+            model = library.borrow(i)
+            if result.valid[g]:
+                new = float(result.level[g])
+                model.meta.background.method = str(step.skymethod)
+                model.meta.background.level = previous[i] + new
+                model.meta.background.subtracted = bool(step.subtract)
+                if step.subtract:
+                    model.data = (model.data - np.float32(new)).astype(model.data.dtype,
+                                                                      copy=False)
+                status = "COMPLETE"
+            else:
+                status = "SKIPPED"
+            setattr(model.meta.cal_step, step.class_alias, status)
+            comp = int(result.component[g])
+            step.record_stmatch(model, level=float(result.level[g]),
+                                level_err=_finite_or_none(result.level_err[g]),
+                                group=str(result.group_keys[g]),
+                                component=comp if comp >= 0 else None,
+                                n_pairs=int(result.n_pairs[g]),
+                                status=status, reason=result.reason[g])
+            library.shelve(model, i)
+
+
+def _finite_or_none(x):
+    return float(x) if np.isfinite(x) else None
+
+
+def solution_model(step, library, inputs, result):
+    """The SkyMatchSolutionModel of a run."""
+    from ..models import IMAGES_DTYPE, PAIRS_DTYPE, SkyMatchSolutionModel
+    from .. import __version__
+
+    images = np.zeros(len(inputs), dtype=IMAGES_DTYPE)
+    for i, inp in enumerate(inputs):
+        g = int(result.group_of_image[i])
+        images[i] = (inp.name, str(result.group_keys[g]), g, int(result.component[g]),
+                     result.level[g], result.level_err[g], int(result.n_pairs[g]),
+                     result.local_sky[g], "COMPLETE" if result.valid[g] else "SKIPPED",
+                     result.reason[g][:255])
+    pairs = np.zeros(len(result.pairs), dtype=PAIRS_DTYPE)
+    for k, p in enumerate(result.pairs):
+        pairs[k] = (p.a, p.b, p.group_a, p.group_b, p.npix, p.sky_a, p.sky_b, p.diff,
+                    p.diff_err, p.weight, p.residual, p.used, p.reason[:255])
+    model = SkyMatchSolutionModel()
+    model.images = images
+    model.pairs = pairs
+    model.meta.skymatch.method = str(step.skymethod)
+    model.meta.skymatch.skystat = str(step.skystat)
+    model.meta.skymatch.match_down = bool(step.match_down)
+    model.meta.skymatch.subtract = bool(step.subtract)
+    model.meta.skymatch.n_images = len(inputs)
+    model.meta.skymatch.n_groups = len(result.group_keys)
+    model.meta.skymatch.n_components = int(result.n_components)
+    model.meta.skymatch.n_pairs = len(result.pairs)
+    model.meta.skymatch.n_pairs_used = int(sum(p.used for p in result.pairs))
+    model.meta.skymatch.solver = "sparse weighted least squares per connected component"
+    model.meta.skymatch.stmatch_version = __version__
+    return model
+
+
+def product_name(step, library, inputs):
+    """Base name for products of the whole run (association product name if any)."""
+    try:
+        name = library.asn["products"][0].get("name")
+    except (AttributeError, KeyError, IndexError, TypeError):
+        name = None
+    if not name:
+        name = remove_suffix(Path(inputs[0].name).stem)[0] if inputs else "stmatch"
+    return str(name)
+
+
+def output_directory(step):
+    """Where run products go: output_dir, else the input directory, else cwd."""
+    return Path(step.output_dir or step.input_dir or os.getcwd())
+
+
+def save_products(step, library, inputs, result):
+    """Write the solution table and the QA figure when asked to."""
+    want_solution = step.save_solution and (step.save_results or step.output_dir)
+    if not (want_solution or step.save_qa):
+        return
+    base = output_directory(step) / f"{product_name(step, library, inputs)}_skymatch"
+    if want_solution and step.solution is not None:
+        path = atomic_write(f"{base}_solution.asdf", step.solution.save)
+        step.solution.write_ecsv(str(base))
+        log.info("Saved sky-matching solution in %s (+ _images.ecsv, _pairs.ecsv)", path)
+    if step.save_qa:
+        from ._qa_skymatch import skymatch_figure
+
+        path = atomic_write(f"{base}_qa.png", lambda p: skymatch_figure(inputs, result, p))
+        log.info("Saved QA figure %s", path)
+
+
+# ------------------------------------------------------------------------ user sky
+def read_skylist(path):
+    """Parse a ``skylist`` file of ``name value`` lines (``#`` starts a comment)."""
+    path = Path(path)
+    if not path.is_file():
+        raise FileNotFoundError(f"skylist file not found: {path}")
+    entries = {}
+    for lineno, raw in enumerate(path.read_text().splitlines(), start=1):
+        line = raw.split("#", 1)[0].strip()
+        if not line:
+            continue
+        parts = line.replace(",", " ").split()
+        if len(parts) != 2:
+            raise ValueError(f"{path}:{lineno}: expected 'filename sky_value', got {raw!r}")
+        try:
+            value = float(parts[1])
+        except ValueError:
+            raise ValueError(f"{path}:{lineno}: sky value {parts[1]!r} is not a number") \
+                from None
+        if not math.isfinite(value):
+            raise ValueError(f"{path}:{lineno}: sky value must be finite")
+        stem = remove_suffix(Path(parts[0]).stem)[0]
+        if stem in entries:
+            raise ValueError(f"{path}:{lineno}: image {stem!r} listed twice")
+        entries[stem] = value
+    if not entries:
+        raise ValueError(f"{path}: no sky values found")
+    return entries
+
+
+def apply_user_sky(step, library):
+    """skymethod='user': levels from the skylist file."""
+    if step.skylist is None:
+        raise ValueError("skymethod='user' needs a skylist file (skylist=...)")
+    entries = read_skylist(step.skylist)
+    log.info("Using user sky values from %s", step.skylist)
+    with library:
+        names = []
+        for i in range(len(library)):
+            model = library.borrow(i)
+            names.append(remove_suffix(Path(model.meta.filename).stem)[0])
+            library.shelve(model, i, modify=False)
+        missing = [n for n in names if n not in entries]
+        if missing:
+            raise ValueError(f"skylist {step.skylist} has no value for: {', '.join(missing)}")
+        for i, stem in enumerate(names):
+            model = library.borrow(i)
+            prev = previous_level(model, step.subtract)
+            sky = entries[stem]
+            model.meta.background.level = prev + sky
+            model.meta.background.subtracted = bool(step.subtract)
+            model.meta.background.method = "user"
+            if step.subtract:
+                model.data = (model.data - np.float32(sky)).astype(model.data.dtype, copy=False)
+            setattr(model.meta.cal_step, step.class_alias, "COMPLETE")
+            step.record_stmatch(model, level=sky, status="COMPLETE")
+            log.info("  %-40s sky=%g (user)", model.meta.filename, sky)
+            library.shelve(model, i)
+    return library

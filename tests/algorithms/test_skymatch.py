@@ -1,0 +1,201 @@
+"""match_sky on images with known sky levels (plain numpy TAN WCS)."""
+
+import numpy as np
+import pytest
+
+from stmatch.algorithms import SkyInput, SkyMatchParams, SkyStatistic, match_sky
+
+from ._tan import Tan, grid_mosaic
+
+
+def _inputs(wcss, shape, skies, *, noise=1.0, seed=0, groups=None, masks=None, extra=None):
+    rng = np.random.default_rng(seed)
+    inputs = []
+    for k, w in enumerate(wcss):
+        data = (skies[k] + rng.normal(0, noise, shape)).astype(np.float32)
+        if extra is not None:
+            data += extra[k]
+        good = np.ones(shape, bool) if masks is None else masks[k]
+        inputs.append(SkyInput(f"im{k}", shape, w.fwd, w.inv,
+                               lambda d=data, g=good: (d, g),
+                               group=None if groups is None else groups[k]))
+    return inputs
+
+
+@pytest.mark.parametrize("stat", ["mean", "median", "midpt", "mode"])
+def test_match_recovers_offsets_within_stated_errors(stat):
+    shape = (200, 200)
+    wcss = grid_mosaic(3, 3, shape, overlap=0.25)
+    skies = np.random.default_rng(1).uniform(0, 10, 9)
+    res = match_sky(_inputs(wcss, shape, skies),
+                    SkyMatchParams(skymethod="match", statistic=SkyStatistic(stat)))
+    truth = skies - skies.min()
+    assert res.n_components == 1 and res.valid.all()
+    pull = (res.level - truth) / np.where(res.level_err > 0, res.level_err, 1)
+    assert np.abs(res.level - truth).max() < (0.2 if stat == "mode" else 0.03)
+    assert np.abs(pull).max() < 5
+    assert res.level[np.argmin(skies)] == 0.0
+
+
+def test_match_up_and_global_variants():
+    shape = (150, 150)
+    wcss = grid_mosaic(3, 2, shape, overlap=0.3)
+    skies = np.array([5.0, 2.0, 7.0, 3.0, 4.0, 6.0])
+    ins = _inputs(wcss, shape, skies, noise=0.1)
+    stat = SkyStatistic("mean")
+    up = match_sky(ins, SkyMatchParams(skymethod="match", match_down=False, statistic=stat))
+    assert np.allclose(up.level, skies - skies.max(), atol=0.01)
+    gm = match_sky(ins, SkyMatchParams(skymethod="global+match", statistic=stat))
+    assert np.allclose(gm.level, skies, atol=0.01)
+    loc = match_sky(ins, SkyMatchParams(skymethod="local", statistic=stat))
+    assert np.allclose(loc.level, skies, atol=0.01)
+    assert np.all(loc.component == -1) and len(loc.pairs) == 0
+    glo = match_sky(ins, SkyMatchParams(skymethod="global", statistic=stat))
+    assert np.allclose(glo.level, skies.min(), atol=0.01)
+
+
+def test_disconnected_components_found_and_anchored_separately():
+    shape = (120, 120)
+    left = grid_mosaic(2, 2, shape, overlap=0.3, ra=150.0)
+    right = grid_mosaic(2, 2, shape, overlap=0.3, ra=151.0)
+    skies = np.array([1.0, 2.0, 3.0, 4.0, 10.0, 12.0, 11.0, 13.0])
+    ins = _inputs(left + right, shape, skies, noise=0.05)
+    stat = SkyStatistic("mean")
+    res = match_sky(ins, SkyMatchParams(skymethod="match", statistic=stat))
+    assert res.n_components == 2
+    assert res.component.tolist() == [0, 0, 0, 0, 1, 1, 1, 1]
+    assert np.allclose(res.level[:4], skies[:4] - 1.0, atol=0.01)
+    assert np.allclose(res.level[4:], skies[4:] - 10.0, atol=0.01)
+    # global+match: each component gets its own baseline, so absolute skies come back
+    gm = match_sky(ins, SkyMatchParams(skymethod="global+match", statistic=stat))
+    assert np.allclose(gm.level, skies, atol=0.01)
+
+
+def test_groups_share_one_level():
+    shape = (100, 100)
+    wcss = grid_mosaic(4, 2, shape, overlap=0.2)
+    # two exposures of 4 detectors each (detectors 0-3 and 4-7 are the two rows)
+    groups = ["expA"] * 4 + ["expB"] * 4
+    skies = np.array([2.0] * 4 + [5.0] * 4)
+    res = match_sky(_inputs(wcss, shape, skies, groups=groups, noise=0.05),
+                    SkyMatchParams(skymethod="match", statistic=SkyStatistic("mean")))
+    assert res.group_keys == ("expA", "expB")
+    assert res.group_of_image.tolist() == [0] * 4 + [1] * 4
+    assert np.allclose(res.image_level, [0.0] * 4 + [3.0] * 4, atol=0.01)
+    # pairs within one exposure are not used
+    assert all(p.group_a != p.group_b for p in res.pairs)
+
+
+def test_joint_valid_pixels_avoid_bias_from_masked_structure():
+    """A bright extended source masked in one image only must not bias the offset.
+
+    jwst computes each side's statistic with its own mask, so image a's statistic
+    includes the source where b's mask hides it: the solved offset is biased. We
+    use pixels valid in both images.
+    """
+    shape = (200, 200)
+    a = Tan(150.0, 2.0, (99.5, 99.5))
+    b = Tan(150.0, 2.0, (99.5 - 100, 99.5))  # b shifted by 100 px: overlap is a's right half
+    extra_a = np.zeros(shape, np.float32)
+    extra_b = np.zeros(shape, np.float32)
+    # the same source on the sky: a's columns 150-199 ⇔ b's columns 50-99
+    extra_a[:, 150:200] += 20.0
+    extra_b[:, 50:100] += 20.0
+    mask_a = np.ones(shape, bool)
+    mask_b = np.ones(shape, bool)
+    mask_b[:, 50:100] = False  # b flags the source region (e.g. saturated)
+    res = match_sky(
+        _inputs([a, b], shape, np.array([3.0, 1.0]), noise=0.1, masks=[mask_a, mask_b],
+                extra=[extra_a, extra_b]),
+        SkyMatchParams(skymethod="match", statistic=SkyStatistic("mean", nclip=0)),
+    )
+    assert res.level[0] - res.level[1] == pytest.approx(2.0, abs=0.02)
+    # what each image's own mask would give (jwst): a biased by ~10
+    own_a = (3.0 + extra_a[:, 100:200]).mean()
+    own_b = 1.0
+    assert own_a - own_b > 9
+
+
+def test_geometry_failure_drops_the_pair_not_the_run():
+    shape = (100, 100)
+    wcss = grid_mosaic(3, 1, shape, overlap=0.3)
+    ins = _inputs(wcss, shape, np.array([1.0, 2.0, 3.0]), noise=0.05)
+    good = ins[2]
+    calls = {"n": 0}
+
+    def flaky_inv(ra, dec):
+        calls["n"] += 1
+        if calls["n"] > 1:  # works for the footprint test, fails afterwards
+            raise ValueError("inverse transform did not converge")
+        return good.world_to_pixel(ra, dec)
+
+    ins[2] = SkyInput(good.name, good.shape, good.pixel_to_world, flaky_inv, good.load)
+    res = match_sky(ins, SkyMatchParams(skymethod="match", statistic=SkyStatistic("mean")))
+    failed = [p for p in res.pairs if not p.used]
+    assert failed and all("geometry failed" in p.reason for p in failed)
+    assert res.valid[0] and res.valid[1]
+    assert res.level[1] - res.level[0] == pytest.approx(1.0, abs=0.02)
+    assert not res.valid[2] and "no overlap" in res.reason[2]
+
+
+def test_missing_wcs_and_all_nan_images_are_reported():
+    shape = (80, 80)
+    wcss = grid_mosaic(3, 1, shape, overlap=0.3)
+    ins = _inputs(wcss, shape, np.array([1.0, 2.0, 3.0]), noise=0.05)
+
+    def no_wcs(*_):
+        raise ValueError("no WCS")
+
+    ins[0] = SkyInput("nowcs", shape, no_wcs, no_wcs, ins[0].load)
+    nan = np.full(shape, np.nan, np.float32)
+    ins[2] = SkyInput("nan", shape, wcss[2].fwd, wcss[2].inv,
+                      lambda: (nan, np.ones(shape, bool)))
+    res = match_sky(ins, SkyMatchParams(skymethod="match", statistic=SkyStatistic("mean")))
+    assert not res.valid[0] and "WCS" in res.reason[0]
+    assert not res.valid[2]
+    assert not res.valid[1]
+    loc = match_sky(ins, SkyMatchParams(skymethod="local", statistic=SkyStatistic("mean")))
+    assert loc.valid.tolist() == [True, True, False]
+    assert "no valid pixels" in loc.reason[2]
+
+
+def test_fully_masked_overlap_gives_unused_pair_with_reason():
+    shape = (100, 100)
+    wcss = grid_mosaic(2, 1, shape, overlap=0.3)
+    masks = [np.ones(shape, bool), np.ones(shape, bool)]
+    masks[1][:, :40] = False  # b's overlap region is all flagged
+    res = match_sky(_inputs(wcss, shape, np.array([1.0, 2.0]), masks=masks),
+                    SkyMatchParams(skymethod="match"))
+    assert len(res.pairs) == 1 and not res.pairs[0].used
+    assert "pixels valid in both" in res.pairs[0].reason
+    assert not res.valid.any()
+
+
+def test_bounded_cache_reads_each_image_a_few_times():
+    shape = (64, 64)
+    wcss = grid_mosaic(8, 8, shape, overlap=0.2)
+    counts = np.zeros(64, int)
+    rng = np.random.default_rng(0)
+    skies = rng.uniform(0, 5, 64)
+    ins = []
+    for k, w in enumerate(wcss):
+        data = (skies[k] + rng.normal(0, 0.1, shape)).astype(np.float32)
+
+        def load(d=data, k=k):
+            counts[k] += 1
+            return d, np.ones(shape, bool)
+
+        ins.append(SkyInput(f"im{k}", shape, w.fwd, w.inv, load))
+    res = match_sky(ins, SkyMatchParams(skymethod="match", cache_size=24,
+                                        statistic=SkyStatistic("mean")))
+    assert np.allclose(res.level - res.level.mean(), skies - skies.mean(), atol=0.04)
+    assert counts.max() <= 3, counts
+
+
+def test_params_validate():
+    with pytest.raises(ValueError):
+        SkyMatchParams(skymethod="best")
+    with pytest.raises(ValueError):
+        SkyMatchParams(cache_size=1)
+    with pytest.raises(ValueError):
+        match_sky([])
