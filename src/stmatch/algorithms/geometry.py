@@ -4,7 +4,7 @@ Strategy
 --------
 1. Each image's footprint is the polygon through its outer pixel edges
    (pixel centres are integers, so edges lie at -0.5 and n - 0.5), mapped to
-   the sky with the image's pixel → world callable. It is summarised by the unit
+   the sky with the image's pixel -> world callable. It is summarised by the unit
    vector of its centre and its angular radius.
 2. Candidate pairs come from a k-d tree on the centre unit vectors: two
    footprints can only overlap if their centres are closer than the sum of their
@@ -110,7 +110,7 @@ class Footprint:
 
 
 def make_footprint(shape, pixel_to_world, stepsize=None) -> Footprint:
-    """Footprint of an image from its pixel → world callable.
+    """Footprint of an image from its pixel -> world callable.
 
     Parameters
     ----------
@@ -134,11 +134,11 @@ def make_footprint(shape, pixel_to_world, stepsize=None) -> Footprint:
     try:
         ra, dec = pixel_to_world(np.append(x, xc), np.append(y, yc))
     except Exception as exc:  # any WCS failure is reported the same way
-        raise GeometryError(f"pixel → world transform failed: {exc}") from exc
+        raise GeometryError(f"pixel -> world transform failed: {exc}") from exc
     ra = np.asarray(ra, dtype=np.float64)
     dec = np.asarray(dec, dtype=np.float64)
     if ra.shape != (x.size + 1,) or not (np.isfinite(ra).all() and np.isfinite(dec).all()):
-        raise GeometryError("pixel → world transform gives non-finite coordinates on the outline")
+        raise GeometryError("pixel -> world transform gives non-finite coordinates on the outline")
     vec = radec_to_unit(ra, dec)
     centre = vec[-1]
     cosang = np.clip(vec[:-1] @ centre, -1.0, 1.0)
@@ -249,7 +249,7 @@ class PixelGrid:
         self.ra = np.asarray(ra, dtype=np.float64).reshape(xx.shape)
         self.dec = np.asarray(dec, dtype=np.float64).reshape(xx.shape)
         if not (np.isfinite(self.ra).all() and np.isfinite(self.dec).all()):
-            raise GeometryError("pixel → world transform gives non-finite coordinates")
+            raise GeometryError("pixel -> world transform gives non-finite coordinates")
 
 
 def _grid_nodes(n, step):
@@ -272,7 +272,7 @@ def overlap_box(shape, world_to_pixel, footprint_other, pad=2):
     x = np.asarray(x, dtype=np.float64)
     y = np.asarray(y, dtype=np.float64)
     if not (np.isfinite(x).all() and np.isfinite(y).all()):
-        raise GeometryError("world → pixel transform gives non-finite coordinates")
+        raise GeometryError("world -> pixel transform gives non-finite coordinates")
     cx, cy = clip_polygon_to_box(x, y, -0.5, nx - 0.5, -0.5, ny - 0.5)
     if polygon_area(cx, cy) < 1e-6:
         return None
@@ -321,7 +321,7 @@ def map_region(grid: PixelGrid, box, world_to_pixel_other, *, tol=0.01):
     xo = np.asarray(xo, dtype=np.float64).reshape(ra.shape)
     yo = np.asarray(yo, dtype=np.float64).reshape(ra.shape)
     if not (np.isfinite(xo).all() and np.isfinite(yo).all()):
-        raise GeometryError("world → pixel transform gives non-finite coordinates in the overlap")
+        raise GeometryError("world -> pixel transform gives non-finite coordinates in the overlap")
     px = np.arange(sx.start, sx.stop, dtype=np.float64)
     py = np.arange(sy.start, sy.stop, dtype=np.float64)
     return _interpolate(gx, gy, xo, px, py, tol), _interpolate(gx, gy, yo, px, py, tol)

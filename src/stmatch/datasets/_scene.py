@@ -199,7 +199,9 @@ def make_scene(
     if not 0 < fmin <= fmax:
         raise ValueError("flux_range must satisfy 0 < min <= max")
 
-    star_rng, diffuse_rng = (np.random.default_rng(s) for s in np.random.SeedSequence(seed).spawn(2))
+    star_rng, diffuse_rng = (
+        np.random.default_rng(s) for s in np.random.SeedSequence(seed).spawn(2)
+    )
     star_ra, star_dec = _random_points_in_cap(star_rng, n_stars, ra, dec, radius)
     flux = np.exp(star_rng.uniform(math.log(fmin), math.log(fmax), n_stars))
 
@@ -242,7 +244,9 @@ def _local_linear_wcs(wcs, shape):
     x0, y0 = (nx - 1) / 2.0, (ny - 1) / 2.0
     transform = wcs.forward_transform
     h = 0.5
-    ra, dec = transform(np.array([x0, x0 + h, x0 - h, x0, x0]), np.array([y0, y0, y0, y0 + h, y0 - h]))
+    ra, dec = transform(
+        np.array([x0, x0 + h, x0 - h, x0, x0]), np.array([y0, y0, y0, y0 + h, y0 - h])
+    )
     # project on the tangent plane at the centre (xi east, eta north), degrees
     ra0, dec0 = math.radians(ra[0]), math.radians(dec[0])
     r, d = np.radians(ra), np.radians(dec)
@@ -320,12 +324,13 @@ def _diffuse_at(scene, ra, dec):
     return out
 
 
-def _render_diffuse(scene, wcs, shape):
+def _render_diffuse(scene, wcs, shape, pixel_scale):
     """
     Render the diffuse component on the pixel grid.
 
     Uses the exact WCS on every pixel for small images and on a coarse grid
-    (every ``_DIFFUSE_GRID_STEP`` pixels) with bilinear interpolation otherwise.
+    (every ``_DIFFUSE_GRID_STEP`` pixels, or every ``sigma / 10`` for compact
+    sources) with bilinear interpolation otherwise.
 
     Parameters
     ----------
@@ -335,6 +340,8 @@ def _render_diffuse(scene, wcs, shape):
         Image WCS.
     shape : tuple of int
         ``(ny, nx)``.
+    pixel_scale : float
+        Arcsec per pixel at the image centre.
 
     Returns
     -------
@@ -348,7 +355,9 @@ def _render_diffuse(scene, wcs, shape):
         ra, dec = transform(x, y)
         return _diffuse_at(scene, ra, dec)
 
-    step = _DIFFUSE_GRID_STEP
+    # bilinear error ~ step**2 / (8 sigma**2) of the peak: refine for compact sources
+    sigma_px = float(np.min(scene.diffuse_sigma)) / pixel_scale
+    step = min(_DIFFUSE_GRID_STEP, max(1.0, sigma_px / 10.0))
     gx = np.linspace(0.0, nx - 1.0, max(2, math.ceil((nx - 1) / step) + 1))
     gy = np.linspace(0.0, ny - 1.0, max(2, math.ceil((ny - 1) / step) + 1))
     ra, dec = transform(*np.meshgrid(gx, gy))
@@ -488,8 +497,9 @@ def render_image(
 
     The noise-free signal is ``sky + diffuse + stars`` where the diffuse
     sources are evaluated at each pixel's world position (exactly on a grid
-    of every 8th pixel and bilinearly interpolated in between, or exactly
-    everywhere for images of at most 64x64 pixels) and the stars are
+    of every 8th pixel -- finer for sources with sigma below 80 pixels -- and
+    bilinearly interpolated in between, or exactly everywhere for images of
+    at most 64x64 pixels) and the stars are
     pixel-integrated circular Gaussians (FWHM ``scene.psf_fwhm`` converted to
     pixels with the local pixel scale at the image centre) rendered in stamps
     of +-5 sigma, so that the flux of a star fully inside the image is
@@ -617,7 +627,7 @@ def _render_image(
 
     # noise-free signal above the sky
     if scene.n_diffuse:
-        signal = _render_diffuse(scene, wcs, shape)
+        signal = _render_diffuse(scene, wcs, shape, lin["pixel_scale"])
     else:
         signal = np.zeros(shape)
     _render_stars(scene, wcs, shape, lin["pixel_scale"], (lin["ra"], lin["dec"]), signal)

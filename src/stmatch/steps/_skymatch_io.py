@@ -149,6 +149,11 @@ def apply_result(step, library, inputs, result, previous):
             library.shelve(model, i)
 
 
+def _ascii(text, size):
+    """Text for a fixed-width ASCII table column."""
+    return str(text).encode("ascii", "replace").decode("ascii")[:size]
+
+
 def _finite_or_none(x):
     return float(x) if np.isfinite(x) else None
 
@@ -161,14 +166,14 @@ def solution_model(step, library, inputs, result):
     images = np.zeros(len(inputs), dtype=IMAGES_DTYPE)
     for i, inp in enumerate(inputs):
         g = int(result.group_of_image[i])
-        images[i] = (inp.name, str(result.group_keys[g]), g, int(result.component[g]),
+        images[i] = (_ascii(inp.name, 128), _ascii(result.group_keys[g], 128), g, int(result.component[g]),
                      result.level[g], result.level_err[g], int(result.n_pairs[g]),
                      result.local_sky[g], "COMPLETE" if result.valid[g] else "SKIPPED",
-                     result.reason[g][:255])
+                     _ascii(result.reason[g], 255))
     pairs = np.zeros(len(result.pairs), dtype=PAIRS_DTYPE)
     for k, p in enumerate(result.pairs):
         pairs[k] = (p.a, p.b, p.group_a, p.group_b, p.npix, p.sky_a, p.sky_b, p.diff,
-                    p.diff_err, p.weight, p.residual, p.used, p.reason[:255])
+                    p.diff_err, p.weight, p.residual, p.used, _ascii(p.reason, 255))
     model = SkyMatchSolutionModel()
     model.images = images
     model.pairs = pairs
