@@ -1,0 +1,139 @@
+"""Small helpers to measure the wall time and peak memory of one call.
+
+Memory is measured as resident set size (RSS) *above a baseline* taken just
+before the call, so that inputs built beforehand are not counted:
+
+* a background thread reads the current RSS from ``/proc/self/statm`` every
+  ``interval`` seconds (5 ms by default) and keeps the maximum;
+* ``resource.getrusage(RUSAGE_SELF).ru_maxrss`` is the process's high-water
+  mark: when it rises during the call, that new mark *is* the peak of the call
+  (exact, even for spikes shorter than the sampling interval or taken while a C
+  extension holds the GIL), so the larger of the two is reported;
+* optionally ``tracemalloc`` (Python and numpy allocations only, not memory of
+  other C libraries); it slows Python-heavy code, so it is off by default and
+  its runs should not be used for timing.
+
+Linux only (``/proc``).
+"""
+
+import gc
+import os
+import resource
+import threading
+import time
+import tracemalloc
+
+__all__ = ["MIB", "current_rss", "measure"]
+
+MIB = 1024.0**2
+_PAGE = os.sysconf("SC_PAGE_SIZE")
+
+
+def current_rss():
+    """
+    Return the current resident set size of this process.
+
+    Returns
+    -------
+    int
+        RSS in bytes, from ``/proc/self/statm``.
+    """
+    with open("/proc/self/statm", "rb") as f:
+        return int(f.read().split()[1]) * _PAGE
+
+
+def _maxrss():
+    """
+    Return the high-water mark of the RSS of this process.
+
+    Returns
+    -------
+    int
+        Peak RSS in bytes (``ru_maxrss`` is in KiB on Linux).
+    """
+    return resource.getrusage(resource.RUSAGE_SELF).ru_maxrss * 1024
+
+
+class _Sampler(threading.Thread):
+    """Thread that keeps the largest RSS seen until `stop` is called."""
+
+    def __init__(self, interval):
+        super().__init__(daemon=True)
+        self.interval = interval
+        self.peak = current_rss()
+        self.samples = 0
+        self._done = threading.Event()
+
+    def run(self):
+        """Sample until stopped."""
+        fd = os.open("/proc/self/statm", os.O_RDONLY)
+        try:
+            while not self._done.is_set():
+                rss = int(os.pread(fd, 128, 0).split()[1]) * _PAGE
+                self.peak = max(self.peak, rss)
+                self.samples += 1
+                self._done.wait(self.interval)
+        finally:
+            os.close(fd)
+
+    def stop(self):
+        """Stop sampling and wait for the thread."""
+        self._done.set()
+        self.join()
+
+
+def measure(func, *args, interval=0.005, trace=False, **kwargs):
+    """
+    Call ``func(*args, **kwargs)`` and measure its wall time and peak memory.
+
+    Parameters
+    ----------
+    func : callable
+        What to measure.
+    *args, **kwargs
+        Passed to ``func``.
+    interval : float, optional
+        RSS sampling interval in seconds.
+    trace : bool, optional
+        Also record the ``tracemalloc`` peak (slows Python-heavy code).
+
+    Returns
+    -------
+    result : object
+        What ``func`` returned.
+    stats : dict
+        ``wall_s``; ``baseline_mib`` (RSS before the call); ``peak_mib`` (peak
+        RSS above the baseline, the larger of the sampled maximum and the
+        ``ru_maxrss`` high-water mark when that rose during the call);
+        ``sampled_peak_mib``; ``maxrss_rose`` (whether the high-water mark
+        rose); ``samples``; ``tracemalloc_peak_mib`` (None unless ``trace``).
+    """
+    gc.collect()
+    baseline = current_rss()
+    maxrss_before = _maxrss()
+    sampler = _Sampler(interval)
+    if trace:
+        tracemalloc.start()
+    sampler.start()
+    t0 = time.perf_counter()
+    try:
+        result = func(*args, **kwargs)
+    finally:
+        wall = time.perf_counter() - t0
+        sampler.stop()
+        traced = tracemalloc.get_traced_memory()[1] if trace else None
+        if trace:
+            tracemalloc.stop()
+    maxrss_after = _maxrss()
+    rose = maxrss_after > maxrss_before
+    peak = max(sampler.peak, maxrss_after if rose else 0)
+    stats = {
+        "wall_s": wall,
+        "baseline_mib": baseline / MIB,
+        "peak_mib": (peak - baseline) / MIB,
+        "sampled_peak_mib": (sampler.peak - baseline) / MIB,
+        "maxrss_rose": rose,
+        "samples": sampler.samples,
+        "tracemalloc_peak_mib": None if traced is None else traced / MIB,
+    }
+    return result, stats

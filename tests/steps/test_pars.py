@@ -1,0 +1,118 @@
+"""Per-instrument parameter files: selection and precedence, never CRDS."""
+
+from pathlib import Path
+
+import asdf
+import pytest
+from stdatamodels.jwst import datamodels
+
+from stmatch.steps import SkyMatchStep
+from stmatch.steps._pars import PARS_DIR, find_parameter_files, input_metadata
+
+
+def _write_pars(path, **parameters):
+    asdf.AsdfFile({"class": "stmatch.steps.SkyMatchStep", "name": "stmatch_skymatch",
+                   "parameters": parameters}).write_to(path)
+
+
+def _model(instrument, filt=None):
+    from stmatch.datasets import make_image
+
+    kwargs = {"filter": filt} if filt else {}
+    return make_image((32, 32), instrument=instrument, n_stars=0, **kwargs)
+
+
+@pytest.fixture(autouse=True)
+def _no_user_dir(monkeypatch):
+    monkeypatch.delenv("STMATCH_PARS_DIR", raising=False)
+    monkeypatch.delenv("STMATCH_DISABLE_PARS", raising=False)
+
+
+@pytest.mark.parametrize("path", sorted(PARS_DIR.glob("*.asdf")), ids=lambda p: p.name)
+def test_packaged_files_are_valid_for_their_step(path):
+    from stpipe import config_parser
+
+    cfg = config_parser.load_config_file(str(path))
+    assert cfg["class"] == "stmatch.steps.SkyMatchStep"
+    params = {k: v for k, v in cfg.items() if k not in ("class", "name")}
+    step = SkyMatchStep(**params)  # unknown keys or bad values raise
+    for key, value in params.items():
+        assert getattr(step, key) == value
+
+
+def test_packaged_files_exist_for_three_instruments():
+    names = {p.name for p in PARS_DIR.glob("stmatch_skymatch-*.asdf")}
+    assert {"stmatch_skymatch-nircam.asdf", "stmatch_skymatch-niriss.asdf",
+            "stmatch_skymatch-miri.asdf"} <= names
+
+
+@pytest.mark.parametrize("instrument,expected", [("NIRCAM", "midpt"), ("NIRISS", "midpt"),
+                                                 ("MIRI", "median")])
+def test_selection_by_instrument(instrument, expected):
+    cfg = SkyMatchStep.get_config_from_reference(_model(instrument))
+    assert cfg["skystat"] == expected
+
+
+def test_unknown_instrument_gets_defaults():
+    model = _model("NIRCAM")
+    model.meta.instrument.name = "NIRSPEC"
+    assert dict(SkyMatchStep.get_config_from_reference(model)) == {}
+
+
+def test_metadata_from_file_and_association(mosaic_3x3):
+    asn, _ = mosaic_3x3
+    meta = input_metadata(SkyMatchStep, str(asn))
+    assert meta["instrument"] == "nircam"
+    cal = sorted(Path(asn).parent.glob("*_cal.fits"))[0]
+    assert input_metadata(SkyMatchStep, str(cal))["instrument"] == "nircam"
+    assert input_metadata(SkyMatchStep, [])["instrument"] == ""
+
+
+def test_precedence_chain(tmp_path, monkeypatch):
+    model = _model("NIRCAM", "F200W")
+    # packaged only
+    cfg, _ = SkyMatchStep.build_config(model)
+    assert cfg["skystat"] == "midpt" and cfg["usigma"] == 3.0
+    # user directory overrides packaged, key by key; a filter file overrides the instrument
+    user = tmp_path / "pars"
+    user.mkdir()
+    _write_pars(user / "stmatch_skymatch-nircam.asdf", skystat="mean", nclip=2)
+    _write_pars(user / "stmatch_skymatch-nircam-f200w.asdf", nclip=7)
+    monkeypatch.setenv("STMATCH_PARS_DIR", str(user))
+    files = find_parameter_files("stmatch_skymatch", input_metadata(SkyMatchStep, model))
+    assert [(f.parent == user, f.name) for f in files] == [
+        (False, "stmatch_skymatch-nircam.asdf"),
+        (True, "stmatch_skymatch-nircam.asdf"),
+        (True, "stmatch_skymatch-nircam-f200w.asdf"),
+    ]
+    cfg, _ = SkyMatchStep.build_config(model)
+    assert (cfg["skystat"], cfg["usigma"], cfg["nclip"]) == ("mean", 3.0, 7)
+    # user config file overrides the pars directory
+    config_file = tmp_path / "mine.asdf"
+    _write_pars(config_file, skystat="median")
+    cfg, _ = SkyMatchStep.build_config(model, config_file=str(config_file))
+    assert cfg["skystat"] == "median" and cfg["nclip"] == 7
+    # keyword arguments (the command line) override everything
+    cfg, _ = SkyMatchStep.build_config(model, config_file=str(config_file), skystat="mode")
+    assert cfg["skystat"] == "mode"
+    # and files can be switched off
+    monkeypatch.setenv("STMATCH_DISABLE_PARS", "true")
+    cfg, _ = SkyMatchStep.build_config(model)
+    assert "skystat" not in cfg
+
+
+def test_bad_user_file_is_a_clear_error(tmp_path, monkeypatch):
+    user = tmp_path / "pars"
+    user.mkdir()
+    (user / "stmatch_skymatch-nircam.asdf").write_text("this is not asdf: [")
+    monkeypatch.setenv("STMATCH_PARS_DIR", str(user))
+    with pytest.raises(ValueError, match="stmatch_skymatch-nircam.asdf"):
+        SkyMatchStep.get_config_from_reference(_model("NIRCAM"))
+
+
+def test_datamodel_instrument_names_match_files():
+    # file names are lower case instrument names as written in meta.instrument.name
+    for path in PARS_DIR.glob("*.asdf"):
+        instrument = path.stem.split("-")[1]
+        assert instrument.upper() in ("NIRCAM", "NIRISS", "MIRI", "NIRSPEC", "FGS")
+    assert datamodels.ImageModel  # the models these files are chosen for

@@ -1,0 +1,22 @@
+"""The README's first command: ``stmatch demo``."""
+
+import pytest
+
+from stmatch.cli import demo, main
+
+
+@pytest.mark.slow
+def test_demo_runs_through_strun_and_recovers_levels(tmp_path):
+    out = demo(tmp_path / "demo", quiet=True)
+    assert len(out["rows"]) == 9
+    assert all(r["status"] == "COMPLETE" for r in out["rows"])
+    assert out["max_error"] < 0.1
+    assert out["qa"].exists() and out["qa"].stat().st_size > 10_000
+    assert out["solution"].exists()
+
+
+def test_cli_parses_version(capsys):
+    with pytest.raises(SystemExit) as exc:
+        main(["--version"])
+    assert exc.value.code == 0
+    assert "stmatch" in capsys.readouterr().out

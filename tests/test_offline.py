@@ -1,0 +1,57 @@
+"""strun and Step.call work with no CRDS server, no cache and no environment set."""
+
+import os
+import subprocess
+import sys
+from pathlib import Path
+
+import pytest
+
+
+def _clean_env(home):
+    return {"PATH": f"{Path(sys.executable).parent}:/usr/bin:/bin", "HOME": str(home),
+            "LANG": "C.UTF-8"}
+
+
+def _strun():
+    exe = Path(sys.executable).parent / "strun"
+    return [str(exe)] if exe.exists() else [sys.executable, "-m", "stpipe", "run"]
+
+
+@pytest.mark.slow
+def test_strun_offline_clean_environment(mosaic_3x3, tmp_path):
+    asn, _ = mosaic_3x3
+    out = tmp_path / "out"
+    proc = subprocess.run(
+        _strun() + ["stmatch_skymatch", str(asn), f"--output_dir={out}", "--skystat=mean"],
+        cwd=tmp_path, env=_clean_env(tmp_path), capture_output=True, text=True, timeout=300)
+    log = proc.stdout + proc.stderr
+    assert proc.returncode == 0, log[-3000:]
+    assert len(list(out.glob("*_skymatch.fits"))) == 9
+    assert (out / "m3_skymatch_solution.asdf").exists()
+    # our logger shows, the packaged NIRCam file was used, the command line won
+    assert "stmatch.steps.skymatch" in log
+    assert "stmatch_skymatch-nircam.asdf" in log
+    assert "skystat: mean" in log
+    assert "CRDS" not in log.replace("disable-crds", "")
+
+
+@pytest.mark.slow
+def test_step_call_offline_clean_environment(mosaic_3x3, tmp_path):
+    asn, _ = mosaic_3x3
+    code = (
+        "import sys\n"
+        "from stmatch.steps import SkyMatchStep\n"
+        f"lib = SkyMatchStep.call({str(asn)!r}, skystat='median')\n"
+        "with lib:\n"
+        "    m = lib.borrow(0)\n"
+        "    assert m.meta.cal_step.stmatch_skymatch == 'COMPLETE'\n"
+        "    lib.shelve(m, 0, modify=False)\n"
+        "print('ok')\n"
+    )
+    proc = subprocess.run([sys.executable, "-c", code], cwd=tmp_path,
+                          env=_clean_env(tmp_path), capture_output=True, text=True,
+                          timeout=300)
+    assert proc.returncode == 0, (proc.stdout + proc.stderr)[-3000:]
+    assert "ok" in proc.stdout
+    assert not any(k.startswith("CRDS") for k in os.environ if k in _clean_env(tmp_path))
