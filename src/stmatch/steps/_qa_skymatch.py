@@ -55,8 +55,16 @@ def skymatch_figure(inputs, result, path):
     good_polys = [polys[i] for i in ok]
     vals = np.array([levels[i] if valid[i] else np.nan for i in ok])
     coll = PolyCollection(good_polys, array=np.ma.masked_invalid(vals), cmap="viridis",
-                          edgecolors="k", linewidths=0.5, alpha=0.85)
+                          edgecolors="k", linewidths=0.6, alpha=0.35)
     ax.add_collection(coll)
+    # Overlapping fills blend; the centre markers carry each image's own level.
+    ax.scatter(centres[ok, 0], centres[ok, 1], c=vals, cmap="viridis", norm=coll.norm,
+               s=120 if len(ok) <= 100 else 20, edgecolors="k", zorder=4)
+    if len(ok) <= 50:
+        for i, v in zip(ok, vals, strict=True):
+            if np.isfinite(v):
+                ax.annotate(f"{v:.3g}", centres[i], textcoords="offset points",
+                            xytext=(0, 9), ha="center", fontsize=7, zorder=5)
     fig.colorbar(coll, ax=ax, label="sky level")
     segs, used = [], []
     for p in result.pairs:
@@ -65,8 +73,9 @@ def skymatch_figure(inputs, result, path):
             segs.append([ca, cb])
             used.append(p.used)
     if segs:
-        colors = ["white" if u else "red" for u in used]
-        ax.add_collection(LineCollection(segs, colors=colors, linewidths=0.8, alpha=0.9))
+        colors = ["0.15" if u else "red" for u in used]
+        ax.add_collection(LineCollection(segs, colors=colors, linewidths=0.8, alpha=0.7,
+                                          zorder=3))
     skipped = [i for i in ok if not valid[i]]
     if skipped:
         ax.scatter(centres[skipped, 0], centres[skipped, 1], marker="x", color="red",
