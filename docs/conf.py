@@ -13,6 +13,7 @@ Set ``STMATCH_DOCS_OFFLINE=1`` to skip the downloads altogether.
 
 import logging
 import os
+import re
 from datetime import date
 
 import stmatch
@@ -34,6 +35,7 @@ extensions = [
     "sphinx_automodapi.automodapi",
 ]
 
+templates_path = ["_templates"]
 exclude_patterns = ["_build", "Thumbs.db", ".DS_Store"]
 # Single back-quotes in docstrings (`name`) are cross-references, as in astropy
 # and the jwst packages.
@@ -94,10 +96,12 @@ class _UnreachableInventory(logging.Filter):
 
     def filter(self, record):
         if record.levelno == logging.WARNING and self.marker in str(record.msg):
+            found = re.search(r"inventory '([^']+)'", record.getMessage())
             record.levelno = logging.INFO
             record.levelname = "INFO"
-            record.msg = "intersphinx inventory unreachable (offline?), links stay plain text: %s"
-            record.args = tuple(record.args[-1:]) if record.args else ("",)
+            record.nonl = False
+            record.msg = "intersphinx: %s unreachable (offline?); its links stay plain text"
+            record.args = (found.group(1) if found else "an inventory",)
         return True
 
 

@@ -1,6 +1,6 @@
 """stmatch: make images agree before they are combined or subtracted.
 
-Four stpipe steps share one algorithms package:
+stpipe steps that share one algorithms package; available now:
 
 - :class:`~stmatch.steps.SkyMatchStep` (``stmatch_skymatch``): sky equalisation
   of overlapping exposures.
