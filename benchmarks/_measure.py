@@ -13,9 +13,14 @@ before the call, so that inputs built beforehand are not counted:
   other C libraries); it slows Python-heavy code, so it is off by default and
   its runs should not be used for timing.
 
+Before the baseline, garbage is collected and glibc's ``malloc_trim(0)``
+returns freed heap memory to the system: otherwise memory freed while the
+inputs were built stays resident and the call could reuse it unseen.
+
 Linux only (``/proc``).
 """
 
+import ctypes
 import gc
 import os
 import resource
@@ -40,6 +45,14 @@ def current_rss():
     """
     with open("/proc/self/statm", "rb") as f:
         return int(f.read().split()[1]) * _PAGE
+
+
+def _trim():
+    """Return free heap memory to the system (glibc ``malloc_trim``), if available."""
+    try:
+        ctypes.CDLL("libc.so.6").malloc_trim(0)
+    except (OSError, AttributeError):
+        pass
 
 
 def _maxrss():
@@ -109,6 +122,7 @@ def measure(func, *args, interval=0.005, trace=False, **kwargs):
         rose); ``samples``; ``tracemalloc_peak_mib`` (None unless ``trace``).
     """
     gc.collect()
+    _trim()
     baseline = current_rss()
     maxrss_before = _maxrss()
     sampler = _Sampler(interval)

@@ -28,9 +28,11 @@ def test_get_steps_matches_class_aliases():
 
 
 def test_get_steps_is_import_free():
-    code = ("import sys; from stmatch._integration import get_steps; get_steps(); "
-            "bad = [m for m in ('stpipe', 'jwst', 'stdatamodels', 'asdf', 'numpy') "
-            "if m in sys.modules]; assert not bad, bad")
+    code = (
+        "import sys; from stmatch._integration import get_steps; get_steps(); "
+        "bad = [m for m in ('stpipe', 'jwst', 'stdatamodels', 'asdf', 'numpy') "
+        "if m in sys.modules]; assert not bad, bad"
+    )
     subprocess.run([sys.executable, "-c", code], check=True)
 
 
@@ -76,9 +78,24 @@ def _files(sub):
     return sorted((SRC / sub).rglob("*.py"))
 
 
-ALLOWED_ALGORITHMS = {"numpy", "scipy", "math", "logging", "time", "collections", "dataclasses",
-                      "typing", "functools", "itertools", "__future__", "warnings", "abc",
-                      "numbers", "enum", "operator"}
+ALLOWED_ALGORITHMS = {
+    "numpy",
+    "scipy",
+    "math",
+    "logging",
+    "time",
+    "collections",
+    "dataclasses",
+    "typing",
+    "functools",
+    "itertools",
+    "__future__",
+    "warnings",
+    "abc",
+    "numbers",
+    "enum",
+    "operator",
+}
 FRAMEWORK = {"stpipe", "stdatamodels", "asdf", "jwst", "crds", "gwcs", "astropy"}
 
 
@@ -86,7 +103,7 @@ FRAMEWORK = {"stpipe", "stdatamodels", "asdf", "jwst", "crds", "gwcs", "astropy"
 def test_algorithms_know_numpy_and_scipy_only(path):
     for module, level in _imports(path):
         if level:  # relative imports stay inside algorithms/
-            assert not module.split(".")[0] in ("steps", "models", "datasets", "pipelines")
+            assert module.split(".")[0] not in ("steps", "models", "datasets", "pipelines")
             continue
         assert module.split(".")[0] in ALLOWED_ALGORITHMS, f"{path.name} imports {module}"
 
@@ -102,8 +119,9 @@ def test_models_know_nothing_of_steps_or_numerics(path):
             assert not module.startswith(("stmatch.steps", "stmatch.algorithms"))
 
 
-@pytest.mark.parametrize("path", [p for p in _files("steps") if p.name.endswith("_step.py")],
-                         ids=lambda p: p.name)
+@pytest.mark.parametrize(
+    "path", [p for p in _files("steps") if p.name.endswith("_step.py")], ids=lambda p: p.name
+)
 def test_no_step_imports_another_step(path):
     for module, _ in _imports(path):
         last = module.split(".")[-1]

@@ -9,8 +9,11 @@ import pytest
 
 
 def _clean_env(home):
-    return {"PATH": f"{Path(sys.executable).parent}:/usr/bin:/bin", "HOME": str(home),
-            "LANG": "C.UTF-8"}
+    return {
+        "PATH": f"{Path(sys.executable).parent}:/usr/bin:/bin",
+        "HOME": str(home),
+        "LANG": "C.UTF-8",
+    }
 
 
 def _strun():
@@ -24,7 +27,12 @@ def test_strun_offline_clean_environment(mosaic_3x3, tmp_path):
     out = tmp_path / "out"
     proc = subprocess.run(
         _strun() + ["stmatch_skymatch", str(asn), f"--output_dir={out}", "--skystat=mean"],
-        cwd=tmp_path, env=_clean_env(tmp_path), capture_output=True, text=True, timeout=300)
+        cwd=tmp_path,
+        env=_clean_env(tmp_path),
+        capture_output=True,
+        text=True,
+        timeout=300,
+    )
     log = proc.stdout + proc.stderr
     assert proc.returncode == 0, log[-3000:]
     assert len(list(out.glob("*_skymatch.fits"))) == 9
@@ -49,9 +57,14 @@ def test_step_call_offline_clean_environment(mosaic_3x3, tmp_path):
         "    lib.shelve(m, 0, modify=False)\n"
         "print('ok')\n"
     )
-    proc = subprocess.run([sys.executable, "-c", code], cwd=tmp_path,
-                          env=_clean_env(tmp_path), capture_output=True, text=True,
-                          timeout=300)
+    proc = subprocess.run(
+        [sys.executable, "-c", code],
+        cwd=tmp_path,
+        env=_clean_env(tmp_path),
+        capture_output=True,
+        text=True,
+        timeout=300,
+    )
     assert proc.returncode == 0, (proc.stdout + proc.stderr)[-3000:]
     assert "ok" in proc.stdout
     assert not any(k.startswith("CRDS") for k in os.environ if k in _clean_env(tmp_path))

@@ -30,8 +30,9 @@ def _run_strun(args, log_path, env):
         proc = subprocess.run(cmd, stdout=log, stderr=subprocess.STDOUT, env=env)
     if proc.returncode != 0:
         tail = Path(log_path).read_text().splitlines()[-25:]
-        raise SystemExit(f"strun failed ({' '.join(cmd)}); last lines of {log_path}:\n"
-                         + "\n".join(tail))
+        raise SystemExit(
+            f"strun failed ({' '.join(cmd)}); last lines of {log_path}:\n" + "\n".join(tail)
+        )
     return cmd
 
 
@@ -64,19 +65,38 @@ def demo(output_dir="stmatch_demo", *, seed=1, quiet=False):
 
     say(f"stmatch {__version__} demo → {out}")
     t0 = time.perf_counter()
-    mosaic = make_mosaic(3, 3, shape=(256, 256), overlap=0.25, detectors_per_group=1,
-                         n_components=1, sky_range=(1.0, 6.0), noise=1.0, nan_patches=1,
-                         dq_fraction=0.001, n_diffuse=1, diffuse_amplitude=3.0, seed=seed)
+    mosaic = make_mosaic(
+        3,
+        3,
+        shape=(256, 256),
+        overlap=0.25,
+        detectors_per_group=1,
+        n_components=1,
+        sky_range=(1.0, 6.0),
+        noise=1.0,
+        nan_patches=1,
+        dq_fraction=0.001,
+        n_diffuse=1,
+        diffuse_amplitude=3.0,
+        seed=seed,
+    )
     asn = write_mosaic(mosaic, data_dir, asn_name="demo_asn.json", product_name="demo")
-    say(f"  built {len(mosaic)} synthetic NIRCam-like exposures in "
-        f"{time.perf_counter() - t0:.1f} s: {asn}")
+    say(
+        f"  built {len(mosaic)} synthetic NIRCam-like exposures in "
+        f"{time.perf_counter() - t0:.1f} s: {asn}"
+    )
 
     env = dict(os.environ)
     t0 = time.perf_counter()
-    cmd = _run_strun(["stmatch_skymatch", asn, f"--output_dir={out}", "--save_qa=true",
-                      "--skymethod=match"], out / "skymatch.log", env)
-    say(f"  ran: {' '.join(Path(c).name if i == 0 else str(c) for i, c in enumerate(cmd))}"
-        f" ({time.perf_counter() - t0:.1f} s)")
+    cmd = _run_strun(
+        ["stmatch_skymatch", asn, f"--output_dir={out}", "--save_qa=true", "--skymethod=match"],
+        out / "skymatch.log",
+        env,
+    )
+    say(
+        f"  ran: {' '.join(Path(c).name if i == 0 else str(c) for i, c in enumerate(cmd))}"
+        f" ({time.perf_counter() - t0:.1f} s)"
+    )
 
     with open(asn) as f:
         members = json.load(f)["products"][0]["members"]
@@ -87,20 +107,24 @@ def demo(output_dir="stmatch_demo", *, seed=1, quiet=False):
         path = out / f"{stem}_skymatch.fits"
         with open_model(path) as model:
             info = model.meta.stmatch.instance["steps"]["stmatch_skymatch"]
-            rows.append({
-                "image": stem,
-                "true_offset": float(truth[k]),
-                "level": float(model.meta.background.level),
-                "error": info.get("level_err"),
-                "component": info.get("component"),
-                "status": getattr(model.meta.cal_step, "stmatch_skymatch"),
-            })
+            rows.append(
+                {
+                    "image": stem,
+                    "true_offset": float(truth[k]),
+                    "level": float(model.meta.background.level),
+                    "error": info.get("level_err"),
+                    "component": info.get("component"),
+                    "status": model.meta.cal_step.stmatch_skymatch,
+                }
+            )
     say("")
     say(f"  {'image':<34} {'true Δsky':>10} {'solved':>10} {'± err':>8} {'comp':>5}  status")
     for r in rows:
         err = f"{r['error']:.4f}" if r["error"] is not None else "-"
-        say(f"  {r['image']:<34} {r['true_offset']:>10.4f} {r['level']:>10.4f} {err:>8} "
-            f"{str(r['component']):>5}  {r['status']}")
+        say(
+            f"  {r['image']:<34} {r['true_offset']:>10.4f} {r['level']:>10.4f} {err:>8} "
+            f"{str(r['component']):>5}  {r['status']}"
+        )
     worst = max(abs(r["level"] - r["true_offset"]) for r in rows)
     say(f"\n  largest |solved − true| = {worst:.4f} (noise σ = 1 per pixel)")
     qa = out / "demo_skymatch_qa.png"
@@ -108,8 +132,14 @@ def demo(output_dir="stmatch_demo", *, seed=1, quiet=False):
     say(f"  solution table: {solution.name} (+ _images.ecsv, _pairs.ecsv)")
     say(f"  QA figure:      {qa}")
     say(f"  log:            {out / 'skymatch.log'}")
-    return {"asn": asn, "rows": rows, "qa": qa, "solution": solution,
-            "max_error": float(worst), "truth": np.asarray(truth)}
+    return {
+        "asn": asn,
+        "rows": rows,
+        "qa": qa,
+        "solution": solution,
+        "max_error": float(worst),
+        "truth": np.asarray(truth),
+    }
 
 
 def main(argv=None):
@@ -118,8 +148,11 @@ def main(argv=None):
     parser.add_argument("--version", action="version", version=f"stmatch {__version__}")
     sub = parser.add_subparsers(dest="command", required=True)
     p_demo = sub.add_parser("demo", help="run the steps on built-in synthetic data")
-    p_demo.add_argument("--output-dir", default="stmatch_demo",
-                        help="directory for data, outputs and figures (default: %(default)s)")
+    p_demo.add_argument(
+        "--output-dir",
+        default="stmatch_demo",
+        help="directory for data, outputs and figures (default: %(default)s)",
+    )
     p_demo.add_argument("--seed", type=int, default=1, help="seed of the synthetic data")
     args = parser.parse_args(argv)
     if args.command == "demo":

@@ -48,7 +48,9 @@ def grid_mosaic(nx, ny, shape, *, overlap=0.2, scale=0.06, ra=150.0, dec=2.0, ro
     wcss = []
     for j in range(ny):
         for i in range(nx):
-            crpix = ((w - 1) / 2 - (i - (nx - 1) / 2) * step_x,
-                     (h - 1) / 2 - (j - (ny - 1) / 2) * step_y)
+            crpix = (
+                (w - 1) / 2 - (i - (nx - 1) / 2) * step_x,
+                (h - 1) / 2 - (j - (ny - 1) / 2) * step_y,
+            )
             wcss.append(Tan(ra, dec, crpix, scale, rotation))
     return wcss

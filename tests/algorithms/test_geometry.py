@@ -18,8 +18,12 @@ from ._tan import Tan, grid_mosaic
 
 def test_edge_points_outline_pixel_edges():
     x, y = edge_points((10, 20))
-    assert set(zip(x.tolist(), y.tolist())) == {(-0.5, -0.5), (19.5, -0.5), (19.5, 9.5),
-                                                (-0.5, 9.5)}
+    assert set(zip(x.tolist(), y.tolist(), strict=True)) == {
+        (-0.5, -0.5),
+        (19.5, -0.5),
+        (19.5, 9.5),
+        (-0.5, 9.5),
+    }
     x, y = edge_points((100, 100), stepsize=10)
     assert np.max(np.hypot(np.diff(x), np.diff(y))) <= 10.0 + 1e-9
     assert polygon_area(x, y) == pytest.approx(100 * 100)

@@ -16,9 +16,16 @@ def _inputs(wcss, shape, skies, *, noise=1.0, seed=0, groups=None, masks=None, e
         if extra is not None:
             data += extra[k]
         good = np.ones(shape, bool) if masks is None else masks[k]
-        inputs.append(SkyInput(f"im{k}", shape, w.fwd, w.inv,
-                               lambda d=data, g=good: (d, g),
-                               group=None if groups is None else groups[k]))
+        inputs.append(
+            SkyInput(
+                f"im{k}",
+                shape,
+                w.fwd,
+                w.inv,
+                lambda d=data, g=good: (d, g),
+                group=None if groups is None else groups[k],
+            )
+        )
     return inputs
 
 
@@ -27,8 +34,9 @@ def test_match_recovers_offsets_within_stated_errors(stat):
     shape = (200, 200)
     wcss = grid_mosaic(3, 3, shape, overlap=0.25)
     skies = np.random.default_rng(1).uniform(0, 10, 9)
-    res = match_sky(_inputs(wcss, shape, skies),
-                    SkyMatchParams(skymethod="match", statistic=SkyStatistic(stat)))
+    res = match_sky(
+        _inputs(wcss, shape, skies), SkyMatchParams(skymethod="match", statistic=SkyStatistic(stat))
+    )
     truth = skies - skies.min()
     assert res.n_components == 1 and res.valid.all()
     pull = (res.level - truth) / np.where(res.level_err > 0, res.level_err, 1)
@@ -77,8 +85,10 @@ def test_groups_share_one_level():
     # two exposures of 4 detectors each (detectors 0-3 and 4-7 are the two rows)
     groups = ["expA"] * 4 + ["expB"] * 4
     skies = np.array([2.0] * 4 + [5.0] * 4)
-    res = match_sky(_inputs(wcss, shape, skies, groups=groups, noise=0.05),
-                    SkyMatchParams(skymethod="match", statistic=SkyStatistic("mean")))
+    res = match_sky(
+        _inputs(wcss, shape, skies, groups=groups, noise=0.05),
+        SkyMatchParams(skymethod="match", statistic=SkyStatistic("mean")),
+    )
     assert res.group_keys == ("expA", "expB")
     assert res.group_of_image.tolist() == [0] * 4 + [1] * 4
     assert np.allclose(res.image_level, [0.0] * 4 + [3.0] * 4, atol=0.01)
@@ -105,8 +115,14 @@ def test_joint_valid_pixels_avoid_bias_from_masked_structure():
     mask_b = np.ones(shape, bool)
     mask_b[:, 50:100] = False  # b flags the source region (e.g. saturated)
     res = match_sky(
-        _inputs([a, b], shape, np.array([3.0, 1.0]), noise=0.1, masks=[mask_a, mask_b],
-                extra=[extra_a, extra_b]),
+        _inputs(
+            [a, b],
+            shape,
+            np.array([3.0, 1.0]),
+            noise=0.1,
+            masks=[mask_a, mask_b],
+            extra=[extra_a, extra_b],
+        ),
         SkyMatchParams(skymethod="match", statistic=SkyStatistic("mean", nclip=0)),
     )
     assert res.level[0] - res.level[1] == pytest.approx(2.0, abs=0.02)
@@ -148,8 +164,7 @@ def test_missing_wcs_and_all_nan_images_are_reported():
 
     ins[0] = SkyInput("nowcs", shape, no_wcs, no_wcs, ins[0].load)
     nan = np.full(shape, np.nan, np.float32)
-    ins[2] = SkyInput("nan", shape, wcss[2].fwd, wcss[2].inv,
-                      lambda: (nan, np.ones(shape, bool)))
+    ins[2] = SkyInput("nan", shape, wcss[2].fwd, wcss[2].inv, lambda: (nan, np.ones(shape, bool)))
     res = match_sky(ins, SkyMatchParams(skymethod="match", statistic=SkyStatistic("mean")))
     assert not res.valid[0] and "WCS" in res.reason[0]
     assert not res.valid[2]
@@ -164,8 +179,9 @@ def test_fully_masked_overlap_gives_unused_pair_with_reason():
     wcss = grid_mosaic(2, 1, shape, overlap=0.3)
     masks = [np.ones(shape, bool), np.ones(shape, bool)]
     masks[1][:, :40] = False  # b's overlap region is all flagged
-    res = match_sky(_inputs(wcss, shape, np.array([1.0, 2.0]), masks=masks),
-                    SkyMatchParams(skymethod="match"))
+    res = match_sky(
+        _inputs(wcss, shape, np.array([1.0, 2.0]), masks=masks), SkyMatchParams(skymethod="match")
+    )
     assert len(res.pairs) == 1 and not res.pairs[0].used
     assert "pixels valid in both" in res.pairs[0].reason
     assert not res.valid.any()
@@ -186,8 +202,9 @@ def test_bounded_cache_reads_each_image_a_few_times():
             return d, np.ones(shape, bool)
 
         ins.append(SkyInput(f"im{k}", shape, w.fwd, w.inv, load))
-    res = match_sky(ins, SkyMatchParams(skymethod="match", cache_size=24,
-                                        statistic=SkyStatistic("mean")))
+    res = match_sky(
+        ins, SkyMatchParams(skymethod="match", cache_size=24, statistic=SkyStatistic("mean"))
+    )
     assert np.allclose(res.level - res.level.mean(), skies - skies.mean(), atol=0.04)
     assert counts.max() <= 3, counts
 

@@ -80,12 +80,15 @@ def test_birge_ratio_inflates_errors_for_inconsistent_pairs():
     assert sol.components[0].scale > 1.0
 
 
-@pytest.mark.parametrize("bad", [
-    dict(ia=[0], ib=[0], diff=[1.0], var=[1.0]),
-    dict(ia=[0], ib=[5], diff=[1.0], var=[1.0]),
-    dict(ia=[0], ib=[1], diff=[np.nan], var=[1.0]),
-    dict(ia=[0], ib=[1], diff=[1.0], var=[0.0]),
-])
+@pytest.mark.parametrize(
+    "bad",
+    [
+        dict(ia=[0], ib=[0], diff=[1.0], var=[1.0]),
+        dict(ia=[0], ib=[5], diff=[1.0], var=[1.0]),
+        dict(ia=[0], ib=[1], diff=[np.nan], var=[1.0]),
+        dict(ia=[0], ib=[1], diff=[1.0], var=[0.0]),
+    ],
+)
 def test_bad_input(bad):
     with pytest.raises(ValueError):
         solve_offsets(3, **bad)

@@ -68,15 +68,24 @@ def test_constant_values():
         assert res.error == 0.0
 
 
-@pytest.mark.parametrize("kwargs", [{"skystat": "average"}, {"nclip": -1}, {"lsigma": 0},
-                                    {"binwidth": 0}, {"lower": 2.0, "upper": 1.0}])
+@pytest.mark.parametrize(
+    "kwargs",
+    [
+        {"skystat": "average"},
+        {"nclip": -1},
+        {"lsigma": 0},
+        {"binwidth": 0},
+        {"lower": 2.0, "upper": 1.0},
+    ],
+)
 def test_bad_parameters_rejected(kwargs):
     with pytest.raises(ValueError):
         SkyStatistic(**kwargs)
 
 
-@pytest.mark.parametrize("stat,n", [("mean", 2000), ("median", 2000), ("midpt", 2000),
-                                    ("mode", 10000)])
+@pytest.mark.parametrize(
+    "stat,n", [("mean", 2000), ("median", 2000), ("midpt", 2000), ("mode", 10000)]
+)
 def test_error_calibration(stat, n):
     """Stated errors match the scatter of the statistic over noise realisations."""
     rng = np.random.default_rng(5)

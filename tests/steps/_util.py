@@ -11,10 +11,15 @@ def levels(library):
     out = []
     with library:
         for i, model in enumerate(library):
-            out.append((model.meta.background.level,
-                        getattr(model.meta.cal_step, "stmatch_skymatch", None),
-                        model.meta.instance.get("stmatch", {}).get("steps", {})
-                        .get("stmatch_skymatch", {})))
+            out.append(
+                (
+                    model.meta.background.level,
+                    getattr(model.meta.cal_step, "stmatch_skymatch", None),
+                    model.meta.instance.get("stmatch", {})
+                    .get("steps", {})
+                    .get("stmatch_skymatch", {}),
+                )
+            )
             library.shelve(model, i, modify=False)
     return out
 
@@ -29,5 +34,8 @@ def relative(values, truth):
 
 def digest(directory):
     """sha256 of every file in a directory (to prove inputs are untouched)."""
-    return {p.name: hashlib.sha256(p.read_bytes()).hexdigest()
-            for p in sorted(Path(directory).iterdir()) if p.is_file()}
+    return {
+        p.name: hashlib.sha256(p.read_bytes()).hexdigest()
+        for p in sorted(Path(directory).iterdir())
+        if p.is_file()
+    }

@@ -11,8 +11,13 @@ from stmatch.steps._pars import PARS_DIR, find_parameter_files, input_metadata
 
 
 def _write_pars(path, **parameters):
-    asdf.AsdfFile({"class": "stmatch.steps.SkyMatchStep", "name": "stmatch_skymatch",
-                   "parameters": parameters}).write_to(path)
+    asdf.AsdfFile(
+        {
+            "class": "stmatch.steps.SkyMatchStep",
+            "name": "stmatch_skymatch",
+            "parameters": parameters,
+        }
+    ).write_to(path)
 
 
 def _model(instrument, filt=None):
@@ -42,12 +47,16 @@ def test_packaged_files_are_valid_for_their_step(path):
 
 def test_packaged_files_exist_for_three_instruments():
     names = {p.name for p in PARS_DIR.glob("stmatch_skymatch-*.asdf")}
-    assert {"stmatch_skymatch-nircam.asdf", "stmatch_skymatch-niriss.asdf",
-            "stmatch_skymatch-miri.asdf"} <= names
+    assert {
+        "stmatch_skymatch-nircam.asdf",
+        "stmatch_skymatch-niriss.asdf",
+        "stmatch_skymatch-miri.asdf",
+    } <= names
 
 
-@pytest.mark.parametrize("instrument,expected", [("NIRCAM", "midpt"), ("NIRISS", "midpt"),
-                                                 ("MIRI", "median")])
+@pytest.mark.parametrize(
+    "instrument,expected", [("NIRCAM", "midpt"), ("NIRISS", "midpt"), ("MIRI", "median")]
+)
 def test_selection_by_instrument(instrument, expected):
     cfg = SkyMatchStep.get_config_from_reference(_model(instrument))
     assert cfg["skystat"] == expected

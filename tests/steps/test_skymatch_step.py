@@ -16,8 +16,9 @@ from ._util import digest, levels, relative
 def test_call_on_association_recovers_levels(mosaic_3x3, tmp_path):
     asn, mosaic = mosaic_3x3
     before = digest(asn.parent)
-    result = SkyMatchStep.call(str(asn), skystat="median", output_dir=str(tmp_path),
-                               save_results=True, save_qa=True)
+    result = SkyMatchStep.call(
+        str(asn), skystat="median", output_dir=str(tmp_path), save_results=True, save_qa=True
+    )
     rows = levels(result)
     assert [r[1] for r in rows] == ["COMPLETE"] * 9
     err = relative([r[0] for r in rows], mosaic.sky)
@@ -36,8 +37,12 @@ def test_call_on_association_recovers_levels(mosaic_3x3, tmp_path):
     assert digest(asn.parent) == before
     outputs = sorted(p.name for p in tmp_path.iterdir())
     assert sum(name.endswith("_skymatch.fits") for name in outputs) == 9
-    for product in ("m3_skymatch_solution.asdf", "m3_skymatch_images.ecsv",
-                    "m3_skymatch_pairs.ecsv", "m3_skymatch_qa.png"):
+    for product in (
+        "m3_skymatch_solution.asdf",
+        "m3_skymatch_images.ecsv",
+        "m3_skymatch_pairs.ecsv",
+        "m3_skymatch_qa.png",
+    ):
         assert product in outputs
     assert not [n for n in outputs if n.startswith(".stmatch-")]
     saved = datamodels.open(tmp_path / [n for n in outputs if n.endswith("_skymatch.fits")][0])
@@ -78,8 +83,10 @@ def test_list_of_files_and_in_memory_false_agree(mosaic_3x3):
     asn, _ = mosaic_3x3
     files = [str(p) for p in sorted(asn.parent.glob("*_cal.fits"))]
     a = [r[0] for r in levels(SkyMatchStep.call(files, skystat="mean"))]
-    b = [r[0] for r in levels(SkyMatchStep.call(files, skystat="mean", in_memory=False,
-                                                cache_size=3))]
+    b = [
+        r[0]
+        for r in levels(SkyMatchStep.call(files, skystat="mean", in_memory=False, cache_size=3))
+    ]
     assert np.allclose(a, b)
 
 
@@ -101,8 +108,11 @@ def test_subtract_and_rerun_rules(mosaic_3x3):
     with pytest.raises(ValueError, match="subtract"):
         SkyMatchStep(subtract=False).run(ModelLibrary([m.copy() for m in subtracted]))
     # a re-run with subtract=True accumulates: total level ≈ the first level
-    again = levels(SkyMatchStep(skystat="median", subtract=True).run(
-        ModelLibrary([m.copy() for m in subtracted])))
+    again = levels(
+        SkyMatchStep(skystat="median", subtract=True).run(
+            ModelLibrary([m.copy() for m in subtracted])
+        )
+    )
     assert np.allclose([r[0] for r in again], [r[0] for r in rows], atol=0.05)
 
 
@@ -133,7 +143,7 @@ def test_components_reported_and_anchored(mosaic_split, caplog):
         assert lv[sub].min() == 0.0
         # relative to the component's anchor, within 5 stated errors
         anchor = np.flatnonzero(sub)[np.argmin(lv[sub])]
-        d = (lv[sub] - mosaic.sky[sub] + mosaic.sky[anchor])
+        d = lv[sub] - mosaic.sky[sub] + mosaic.sky[anchor]
         assert np.all(np.abs(d) <= 5 * err[sub] + 1e-9)
     assert step.solution.meta.skymatch.n_components == 2
     assert "disconnected components" in caplog.text
@@ -189,10 +199,12 @@ def test_user_skylist(mosaic_3x3, tmp_path):
     asn, _ = mosaic_3x3
     files = sorted(asn.parent.glob("*_cal.fits"))
     skylist = tmp_path / "sky.txt"
-    skylist.write_text("# name value\n" + "".join(f"{p.name} {k * 0.5}\n"
-                                                  for k, p in enumerate(files)))
-    rows = levels(SkyMatchStep.call([str(p) for p in files], skymethod="user",
-                                    skylist=str(skylist)))
+    skylist.write_text(
+        "# name value\n" + "".join(f"{p.name} {k * 0.5}\n" for k, p in enumerate(files))
+    )
+    rows = levels(
+        SkyMatchStep.call([str(p) for p in files], skymethod="user", skylist=str(skylist))
+    )
     assert [r[0] for r in rows] == [k * 0.5 for k in range(9)]
     bad = tmp_path / "bad.txt"
     bad.write_text(f"{files[0].name} 1.0\n{files[1].name} not-a-number\n")
@@ -216,8 +228,7 @@ def test_refuses_to_overwrite_input(mosaic_3x3, tmp_path):
     target = tmp_path / src[0].name
     before = target.read_bytes()
     # suffix 'cal' in the input directory would give the inputs' own names
-    step = SkyMatchStep(output_dir=str(tmp_path), suffix="cal", save_results=True,
-                        skystat="mean")
+    step = SkyMatchStep(output_dir=str(tmp_path), suffix="cal", save_results=True, skystat="mean")
     with pytest.raises(ValueError, match="overwrite input"):
         step.run([str(tmp_path / p.name) for p in src])
     assert target.read_bytes() == before

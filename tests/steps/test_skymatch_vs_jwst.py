@@ -87,16 +87,25 @@ def test_jwst_biased_by_own_mask_ours_is_not():
     """
     from stmatch.datasets import make_mosaic
 
-    mosaic = make_mosaic(2, 1, shape=(160, 160), overlap=0.5, n_diffuse=0, n_stars=0,
-                         sky_levels=[2.0, 5.0], noise=0.2, seed=21)
+    mosaic = make_mosaic(
+        2,
+        1,
+        shape=(160, 160),
+        overlap=0.5,
+        n_diffuse=0,
+        n_stars=0,
+        sky_levels=[2.0, 5.0],
+        noise=0.2,
+        seed=21,
+    )
     a, b = (m.copy() for m in mosaic.models)
     # one sky feature: a block of +30 in the overlap, at the same sky position in both
     ra, dec = a.meta.wcs(np.array([120.0]), np.array([80.0]))
     xb, yb = b.meta.wcs.invert(ra, dec)
     xb, yb = int(round(float(xb[0]))), int(round(float(yb[0])))
     a.data[60:100, 110:130] += 30.0
-    b.data[yb - 20:yb + 20, xb - 10:xb + 10] += 30.0
-    b.dq[yb - 20:yb + 20, xb - 10:xb + 10] |= pixel["SATURATED"] | pixel["DO_NOT_USE"]
+    b.data[yb - 20 : yb + 20, xb - 10 : xb + 10] += 30.0
+    b.dq[yb - 20 : yb + 20, xb - 10 : xb + 10] |= pixel["SATURATED"] | pixel["DO_NOT_USE"]
     pars = dict(skymethod="match", skystat="mean", nclip=0)
     theirs = _jwst_levels([a, b], **pars)
     ours, _ = _ours([a, b], **pars)

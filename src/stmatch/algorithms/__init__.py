@@ -5,7 +5,7 @@ systems enter as callables (pixel → world and world → pixel), data quality a
 boolean masks. Inputs are never modified.
 """
 
-from .skymatch import SkyMatchParams, SkyMatchResult, SkyInput, match_sky
+from .skymatch import SkyInput, SkyMatchParams, SkyMatchResult, match_sky
 from .skysolve import ComponentSolution, solve_offsets
 from .skystats import SkyStatistic, StatResult
 

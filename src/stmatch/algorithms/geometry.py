@@ -82,10 +82,12 @@ def edge_points(shape, stepsize=None, *, min_per_side=2):
 
     xs = np.linspace(-0.5, nx - 0.5, count(nx))
     ys = np.linspace(-0.5, ny - 0.5, count(ny))
-    x = np.concatenate([xs[:-1], np.full(ys.size - 1, nx - 0.5), xs[::-1][:-1],
-                        np.full(ys.size - 1, -0.5)])
-    y = np.concatenate([np.full(xs.size - 1, -0.5), ys[:-1], np.full(xs.size - 1, ny - 0.5),
-                        ys[::-1][:-1]])
+    x = np.concatenate(
+        [xs[:-1], np.full(ys.size - 1, nx - 0.5), xs[::-1][:-1], np.full(ys.size - 1, -0.5)]
+    )
+    y = np.concatenate(
+        [np.full(xs.size - 1, -0.5), ys[:-1], np.full(xs.size - 1, ny - 0.5), ys[::-1][:-1]]
+    )
     return x, y
 
 
@@ -169,8 +171,9 @@ def candidate_pairs(footprints) -> np.ndarray:
     if pairs.size == 0:
         return np.empty((0, 2), dtype=np.intp)
     pairs = np.sort(pairs, axis=1)
-    sep = np.arccos(np.clip(np.einsum("ij,ij->i", centres[pairs[:, 0]], centres[pairs[:, 1]]),
-                            -1.0, 1.0))
+    sep = np.arccos(
+        np.clip(np.einsum("ij,ij->i", centres[pairs[:, 0]], centres[pairs[:, 1]]), -1.0, 1.0)
+    )
     keep = sep <= (radii[pairs[:, 0]] + radii[pairs[:, 1]]) * (1.0 + 1e-9)
     pairs = pairs[keep]
     order = np.lexsort((pairs[:, 1], pairs[:, 0]))
@@ -193,8 +196,12 @@ def clip_polygon_to_box(x, y, xmin, xmax, ymin, ymax):
         Vertices of the clipped polygon (empty when the polygon misses the box).
     """
     px, py = np.asarray(x, dtype=np.float64), np.asarray(y, dtype=np.float64)
-    for axis, bound, keep_greater in ((0, xmin, True), (0, xmax, False),
-                                      (1, ymin, True), (1, ymax, False)):
+    for axis, bound, keep_greater in (
+        (0, xmin, True),
+        (0, xmax, False),
+        (1, ymin, True),
+        (1, ymax, False),
+    ):
         if px.size == 0:
             break
         c = px if axis == 0 else py

@@ -44,7 +44,7 @@ from .geometry import (
     map_region,
     overlap_box,
 )
-from .skysolve import ComponentSolution, solve_offsets
+from .skysolve import solve_offsets
 from .skystats import SkyStatistic, StatResult
 
 __all__ = ["PairRecord", "SkyInput", "SkyMatchParams", "SkyMatchResult", "match_sky"]
@@ -252,8 +252,12 @@ def _groups(inputs):
     return of_image, tuple(keys)
 
 
-def match_sky(inputs: Sequence[SkyInput], params: SkyMatchParams | None = None,
-              *, progress: Callable[[int, int], None] | None = None) -> SkyMatchResult:
+def match_sky(
+    inputs: Sequence[SkyInput],
+    params: SkyMatchParams | None = None,
+    *,
+    progress: Callable[[int, int], None] | None = None,
+) -> SkyMatchResult:
     """Compute sky levels of images (or groups of images) by the chosen method.
 
     Parameters
@@ -291,13 +295,19 @@ def match_sky(inputs: Sequence[SkyInput], params: SkyMatchParams | None = None,
 
     if do_match:
         t0 = time.perf_counter()
-        pairs, n_candidates, bad_wcs = _measure_pairs(inputs, group_of_image, params, cache,
-                                                      progress)
+        pairs, n_candidates, bad_wcs = _measure_pairs(
+            inputs, group_of_image, params, cache, progress
+        )
         for g, why in bad_wcs.items():
             reason[g] = why
         used = [p for p in pairs if p.used]
-        log.info("Measured %d overlapping pairs (%d used) from %d candidates in %.2f s",
-                 len(pairs), len(used), n_candidates, time.perf_counter() - t0)
+        log.info(
+            "Measured %d overlapping pairs (%d used) from %d candidates in %.2f s",
+            len(pairs),
+            len(used),
+            n_candidates,
+            time.perf_counter() - t0,
+        )
         sol = solve_offsets(
             ngroups,
             [p.group_a for p in used],
@@ -307,9 +317,7 @@ def match_sky(inputs: Sequence[SkyInput], params: SkyMatchParams | None = None,
             anchor="min" if params.match_down else "max",
         )
         residual = iter(sol.residuals)
-        pairs = tuple(
-            _replace_residual(p, next(residual)) if p.used else p for p in pairs
-        )
+        pairs = tuple(_replace_residual(p, next(residual)) if p.used else p for p in pairs)
         delta, delta_err, component = sol.levels, sol.errors, sol.component
         for p in used:
             n_pairs[p.group_a] += 1
@@ -428,8 +436,9 @@ def _measure_pairs(inputs, group_of_image, params, cache, progress):
             footprints[i] = make_footprint(inp.shape, inp.pixel_to_world, params.stepsize)
         except GeometryError as exc:
             bad_wcs[int(group_of_image[i])] = f"invalid WCS footprint: {exc}"
-            log.warning("%s: cannot compute footprint (%s); image left out of matching",
-                        inp.name, exc)
+            log.warning(
+                "%s: cannot compute footprint (%s); image left out of matching", inp.name, exc
+            )
     ok = [i for i in range(n) if footprints[i] is not None]
     cand = candidate_pairs([footprints[i] for i in ok])
     cand = np.array(ok, dtype=np.intp)[cand] if len(cand) else cand
@@ -453,8 +462,7 @@ def _measure_pairs(inputs, group_of_image, params, cache, progress):
         if rec is not None:
             records.append(rec)
             if not rec.used:
-                log.debug("pair %s / %s not used: %s", inputs[a].name, inputs[b].name,
-                          rec.reason)
+                log.debug("pair %s / %s not used: %s", inputs[a].name, inputs[b].name, rec.reason)
         if progress is not None and ((k + 1) % step == 0 or k + 1 == total):
             progress(k + 1, total)
     return tuple(records), total, bad_wcs
@@ -488,25 +496,59 @@ def _measure_pair(a, b, inputs, footprints, grid, cache, params, group_of_image)
         va = _side(a, b, inputs, footprints, grid, cache)
         vb = _side(b, a, inputs, footprints, grid, cache) if va is not None else None
     except (GeometryError, FloatingPointError, ValueError, np.linalg.LinAlgError) as exc:
-        log.warning("pair %s / %s dropped: geometry failed (%s)", inputs[a].name,
-                    inputs[b].name, exc)
-        return PairRecord(a, b, ga, gb, 0, math.nan, math.nan, math.nan, math.nan, False,
-                          f"geometry failed: {exc}")
+        log.warning(
+            "pair %s / %s dropped: geometry failed (%s)", inputs[a].name, inputs[b].name, exc
+        )
+        return PairRecord(
+            a,
+            b,
+            ga,
+            gb,
+            0,
+            math.nan,
+            math.nan,
+            math.nan,
+            math.nan,
+            False,
+            f"geometry failed: {exc}",
+        )
     if va is None or vb is None:
         return None  # bounding circles touch but the images do not overlap
     npix = int(min(va.size, vb.size))
     if npix < params.min_pixels:
-        return PairRecord(a, b, ga, gb, npix, math.nan, math.nan, math.nan, math.nan, False,
-                          f"only {npix} pixels valid in both images (min_pixels="
-                          f"{params.min_pixels})")
+        return PairRecord(
+            a,
+            b,
+            ga,
+            gb,
+            npix,
+            math.nan,
+            math.nan,
+            math.nan,
+            math.nan,
+            False,
+            f"only {npix} pixels valid in both images (min_pixels={params.min_pixels})",
+        )
     sa: StatResult = params.statistic(va)
     sb: StatResult = params.statistic(vb)
     if not (sa.valid and sb.valid):
-        return PairRecord(a, b, ga, gb, npix, sa.value, sb.value, math.nan, math.nan, False,
-                          "sky statistic could not be computed in the overlap")
+        return PairRecord(
+            a,
+            b,
+            ga,
+            gb,
+            npix,
+            sa.value,
+            sb.value,
+            math.nan,
+            math.nan,
+            False,
+            "sky statistic could not be computed in the overlap",
+        )
     err = math.hypot(sa.error, sb.error)
     if not err > 0:
         # Noise-free data: every such pair gets the same tiny, positive error.
         err = 1e-12 * max(1.0, abs(sa.value), abs(sb.value))
-    return PairRecord(a, b, ga, gb, int(min(sa.npix, sb.npix)), sa.value, sb.value,
-                      sa.value - sb.value, err, True)
+    return PairRecord(
+        a, b, ga, gb, int(min(sa.npix, sb.npix)), sa.value, sb.value, sa.value - sb.value, err, True
+    )

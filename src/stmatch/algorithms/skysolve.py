@@ -167,8 +167,14 @@ def solve_offsets(n, ia, ib, diff, var, *, anchor="min") -> OffsetSolution:
         lb = np.array([local_index[int(i)] for i in ib[sel]])
         res = diff[sel] - (lv[la] - lv[lb])
         chi2 = float(np.sum(w[sel] * res**2))
-        comp = ComponentSolution(label, members, int(members[ref_local]), int(sel.size), chi2,
-                                 int(sel.size - members.size + 1))
+        comp = ComponentSolution(
+            label,
+            members,
+            int(members[ref_local]),
+            int(sel.size),
+            chi2,
+            int(sel.size - members.size + 1),
+        )
         # Variance of L_i - L_ref from the gauge-fixed covariance (gauge: first member).
         rel_var = cov_diag + cov_diag[ref_local] - 2.0 * cov_col
         levels[members] = lv

@@ -171,6 +171,7 @@ class SkyStatistic:
         d = v - v.dtype.type(shift)
         d2 = np.square(d)
         lo_d, hi_d = lo - shift, hi - shift
+        lo_c, hi_c = lo_d, hi_d
         sel = None
         n_prev = -1
         for iteration in range(self.nclip + 1):

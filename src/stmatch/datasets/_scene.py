@@ -493,7 +493,8 @@ def render_image(
     group_id=None,
 ):
     """
-    Render ``scene`` through ``wcs`` into a calibrated-looking `~stdatamodels.jwst.datamodels.ImageModel`.
+    Render ``scene`` through ``wcs`` into a calibrated-looking
+    `~stdatamodels.jwst.datamodels.ImageModel`.
 
     The noise-free signal is ``sky + diffuse + stars`` where the diffuse
     sources are evaluated at each pixel's world position (exactly on a grid

@@ -97,8 +97,7 @@ class StmatchStep(_JwstStep):
 
     def record_stmatch(self, model, **info):
         """Record stmatch's version and step information in ``model.meta.stmatch``."""
-        current = model.meta.instance.get("stmatch", {}) if hasattr(model.meta, "instance") \
-            else {}
+        current = model.meta.instance.get("stmatch", {}) if hasattr(model.meta, "instance") else {}
         current = dict(current) if isinstance(current, dict) else {}
         steps = dict(current.get("steps", {}))
         if info:
@@ -117,12 +116,12 @@ class StmatchStep(_JwstStep):
             except Exception as exc:  # a model without free-form meta
                 log.debug("Could not record stmatch version: %s", exc)
 
-    def save_model(self, model, suffix=None, idx=None, output_file=None, force=False,
-                   **components):
+    def save_model(self, model, suffix=None, idx=None, output_file=None, force=False, **components):
         """Save like stpipe, but atomically and never over an input file."""
         if isinstance(model, AbstractModelLibrary) or isinstance(model, Sequence):
-            return super().save_model(model, suffix=suffix, idx=idx, output_file=output_file,
-                                      force=force, **components)
+            return super().save_model(
+                model, suffix=suffix, idx=idx, output_file=output_file, force=force, **components
+            )
         if output_file is None or output_file == "":
             output_file = self.output_file
         if not force and not self.save_results and not output_file:
@@ -130,8 +129,7 @@ class StmatchStep(_JwstStep):
         if self.output_use_model or (output_file is None and not self.search_output_file):
             output_file = model.meta.filename
             idx = None
-        path = self.make_output_path(basepath=output_file, suffix=suffix, idx=idx,
-                                     **components)
+        path = self.make_output_path(basepath=output_file, suffix=suffix, idx=idx, **components)
         self._refuse_overwriting_input(path)
         atomic_write(path, model.save)
         log.info("Saved model in %s", path)
@@ -140,8 +138,7 @@ class StmatchStep(_JwstStep):
     def _refuse_overwriting_input(self, path):
         for src in getattr(self, "_input_paths", ()):
             try:
-                if Path(src).exists() and Path(path).exists() and \
-                        os.path.samefile(src, path):
+                if Path(src).exists() and Path(path).exists() and os.path.samefile(src, path):
                     raise ValueError(f"refusing to overwrite input file {src}")
             except OSError:
                 continue

@@ -75,9 +75,11 @@ def input_metadata(step_class, dataset) -> dict:
         except Exception as exc:  # unreadable input: the step itself will say why
             log.debug("No metadata for parameter lookup (%s)", exc)
     out = {}
-    for name, key in (("instrument", "meta.instrument.name"),
-                      ("exptype", "meta.exposure.type"),
-                      ("filter", "meta.instrument.filter")):
+    for name, key in (
+        ("instrument", "meta.instrument.name"),
+        ("exptype", "meta.exposure.type"),
+        ("filter", "meta.instrument.filter"),
+    ):
         value = _flat_get(meta, key) if meta is not None else None
         out[name] = str(value).strip().lower() if value not in (None, "") else ""
     return out
@@ -131,8 +133,11 @@ def load_parameters(step_class, dataset):
     metadata = input_metadata(step_class, dataset)
     files = find_parameter_files(alias, metadata)
     if not files:
-        log.info("No parameter file for %s (instrument %r); using defaults", alias,
-                 metadata.get("instrument") or "unknown")
+        log.info(
+            "No parameter file for %s (instrument %r); using defaults",
+            alias,
+            metadata.get("instrument") or "unknown",
+        )
         return config
     for path in files:
         try:

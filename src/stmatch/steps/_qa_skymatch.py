@@ -54,17 +54,38 @@ def skymatch_figure(inputs, result, path):
     fig, (ax, axr) = plt.subplots(1, 2, figsize=(13, 6), gridspec_kw={"width_ratios": [3, 2]})
     good_polys = [polys[i] for i in ok]
     vals = np.array([levels[i] if valid[i] else np.nan for i in ok])
-    coll = PolyCollection(good_polys, array=np.ma.masked_invalid(vals), cmap="viridis",
-                          edgecolors="k", linewidths=0.6, alpha=0.35)
+    coll = PolyCollection(
+        good_polys,
+        array=np.ma.masked_invalid(vals),
+        cmap="viridis",
+        edgecolors="k",
+        linewidths=0.6,
+        alpha=0.35,
+    )
     ax.add_collection(coll)
     # Overlapping fills blend; the centre markers carry each image's own level.
-    ax.scatter(centres[ok, 0], centres[ok, 1], c=vals, cmap="viridis", norm=coll.norm,
-               s=120 if len(ok) <= 100 else 20, edgecolors="k", zorder=4)
+    ax.scatter(
+        centres[ok, 0],
+        centres[ok, 1],
+        c=vals,
+        cmap="viridis",
+        norm=coll.norm,
+        s=120 if len(ok) <= 100 else 20,
+        edgecolors="k",
+        zorder=4,
+    )
     if len(ok) <= 50:
         for i, v in zip(ok, vals, strict=True):
             if np.isfinite(v):
-                ax.annotate(f"{v:.3g}", centres[i], textcoords="offset points",
-                            xytext=(0, 9), ha="center", fontsize=7, zorder=5)
+                ax.annotate(
+                    f"{v:.3g}",
+                    centres[i],
+                    textcoords="offset points",
+                    xytext=(0, 9),
+                    ha="center",
+                    fontsize=7,
+                    zorder=5,
+                )
     fig.colorbar(coll, ax=ax, label="sky level")
     segs, used = [], []
     for p in result.pairs:
@@ -74,27 +95,34 @@ def skymatch_figure(inputs, result, path):
             used.append(p.used)
     if segs:
         colors = ["0.15" if u else "red" for u in used]
-        ax.add_collection(LineCollection(segs, colors=colors, linewidths=0.8, alpha=0.7,
-                                          zorder=3))
+        ax.add_collection(LineCollection(segs, colors=colors, linewidths=0.8, alpha=0.7, zorder=3))
     skipped = [i for i in ok if not valid[i]]
     if skipped:
-        ax.scatter(centres[skipped, 0], centres[skipped, 1], marker="x", color="red",
-                   label="skipped", zorder=3)
+        ax.scatter(
+            centres[skipped, 0],
+            centres[skipped, 1],
+            marker="x",
+            color="red",
+            label="skipped",
+            zorder=3,
+        )
         ax.legend(loc="upper right")
     ax.autoscale_view()
     ax.set_aspect("equal")
     ax.invert_xaxis()
     ax.set_xlabel("Δα cos δ [arcmin] (east left)")
     ax.set_ylabel("Δδ [arcmin]")
-    ax.set_title(f"{result.method}: {len(inputs)} images, {result.n_components} component(s), "
-                 f"{sum(p.used for p in result.pairs)} pairs (red: unused)")
+    ax.set_title(
+        f"{result.method}: {len(inputs)} images, {result.n_components} component(s), "
+        f"{sum(p.used for p in result.pairs)} pairs (red: unused)"
+    )
 
     res = np.array([p.residual / p.diff_err for p in result.pairs if p.used and p.diff_err > 0])
     if res.size:
         axr.hist(res, bins=max(10, int(np.sqrt(res.size))), color="0.4")
         axr.set_xlabel("pair residual / error")
         axr.set_ylabel("pairs")
-        axr.set_title(f"residuals: rms {np.sqrt(np.mean(res ** 2)):.2f}")
+        axr.set_title(f"residuals: rms {np.sqrt(np.mean(res**2)):.2f}")
     else:
         axr.text(0.5, 0.5, "no pairs used", ha="center", va="center", transform=axr.transAxes)
         axr.set_axis_off()

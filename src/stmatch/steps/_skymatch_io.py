@@ -30,8 +30,9 @@ def open_library(step, init):
         if path.suffix.lower() == ".json":
             library = ModelLibrary(str(path), on_disk=on_disk)
             base = Path(library._asn_dir or ".")
-            step._input_paths = [str(base / m["expname"]) for m in library.asn["products"][0]
-                                 ["members"]]
+            step._input_paths = [
+                str(base / m["expname"]) for m in library.asn["products"][0]["members"]
+            ]
             return library
         init = [str(path)]
     if isinstance(init, (list, tuple)):
@@ -40,15 +41,25 @@ def open_library(step, init):
             if missing:
                 raise FileNotFoundError(f"SkyMatchStep inputs not found: {missing}")
             step._input_paths = [str(Path(x).resolve()) for x in init]
-            asn = {"asn_type": "image3", "asn_id": "stmatch", "products": [{
-                "name": remove_suffix(Path(str(init[0])).stem)[0],
-                "members": [{"expname": p, "exptype": "science"} for p in step._input_paths],
-            }]}
+            asn = {
+                "asn_type": "image3",
+                "asn_id": "stmatch",
+                "products": [
+                    {
+                        "name": remove_suffix(Path(str(init[0])).stem)[0],
+                        "members": [
+                            {"expname": p, "exptype": "science"} for p in step._input_paths
+                        ],
+                    }
+                ],
+            }
             return ModelLibrary(asn, on_disk=on_disk)
         models = step.prepare_output(list(init), open_models=False)
         if on_disk:
-            log.info("in_memory=False needs an association or file names; "
-                     "models given in memory stay in memory")
+            log.info(
+                "in_memory=False needs an association or file names; "
+                "models given in memory stay in memory"
+            )
         return ModelLibrary(models)
     raise TypeError(f"SkyMatchStep cannot use input of type {type(init).__name__}")
 
@@ -59,6 +70,7 @@ def wcs_callables(model):
     name = model.meta.filename
 
     if wcs is None:
+
         def missing(*_):
             raise ValueError(f"{name} has no WCS (meta.wcs)")
 
@@ -105,20 +117,33 @@ def mark_all(step, library, status):
 
 def log_solution(result, inputs):
     """Per-group levels at INFO, with components and pairs."""
-    log.info("Sky levels (%s), %d group(s), %d component(s):", result.method,
-             len(result.group_keys), result.n_components)
+    log.info(
+        "Sky levels (%s), %d group(s), %d component(s):",
+        result.method,
+        len(result.group_keys),
+        result.n_components,
+    )
     for g, key in enumerate(result.group_keys):
         if result.valid[g]:
             comp = result.component[g]
-            log.info("  %-40s level=%-12.6g ± %-10.3g component=%s pairs=%d", key,
-                     result.level[g], result.level_err[g], comp if comp >= 0 else "-",
-                     result.n_pairs[g])
+            log.info(
+                "  %-40s level=%-12.6g ± %-10.3g component=%s pairs=%d",
+                key,
+                result.level[g],
+                result.level_err[g],
+                comp if comp >= 0 else "-",
+                result.n_pairs[g],
+            )
         else:
             log.warning("  %-40s SKIPPED: %s", key, result.reason[g])
     if result.n_components > 1:
         sizes = [c.members.size for c in result.components]
-        log.warning("The overlap graph has %d disconnected components (sizes %s); each is "
-                    "solved and anchored on its own", result.n_components, sizes)
+        log.warning(
+            "The overlap graph has %d disconnected components (sizes %s); each is "
+            "solved and anchored on its own",
+            result.n_components,
+            sizes,
+        )
 
 
 def apply_result(step, library, inputs, result, previous):
@@ -133,19 +158,22 @@ def apply_result(step, library, inputs, result, previous):
                 model.meta.background.level = previous[i] + new
                 model.meta.background.subtracted = bool(step.subtract)
                 if step.subtract:
-                    model.data = (model.data - np.float32(new)).astype(model.data.dtype,
-                                                                      copy=False)
+                    model.data = (model.data - np.float32(new)).astype(model.data.dtype, copy=False)
                 status = "COMPLETE"
             else:
                 status = "SKIPPED"
             setattr(model.meta.cal_step, step.class_alias, status)
             comp = int(result.component[g])
-            step.record_stmatch(model, level=float(result.level[g]),
-                                level_err=_finite_or_none(result.level_err[g]),
-                                group=str(result.group_keys[g]),
-                                component=comp if comp >= 0 else None,
-                                n_pairs=int(result.n_pairs[g]),
-                                status=status, reason=result.reason[g])
+            step.record_stmatch(
+                model,
+                level=float(result.level[g]),
+                level_err=_finite_or_none(result.level_err[g]),
+                group=str(result.group_keys[g]),
+                component=comp if comp >= 0 else None,
+                n_pairs=int(result.n_pairs[g]),
+                status=status,
+                reason=result.reason[g],
+            )
             library.shelve(model, i)
 
 
@@ -160,20 +188,41 @@ def _finite_or_none(x):
 
 def solution_model(step, library, inputs, result):
     """The SkyMatchSolutionModel of a run."""
-    from ..models import IMAGES_DTYPE, PAIRS_DTYPE, SkyMatchSolutionModel
     from .. import __version__
+    from ..models import IMAGES_DTYPE, PAIRS_DTYPE, SkyMatchSolutionModel
 
     images = np.zeros(len(inputs), dtype=IMAGES_DTYPE)
     for i, inp in enumerate(inputs):
         g = int(result.group_of_image[i])
-        images[i] = (_ascii(inp.name, 128), _ascii(result.group_keys[g], 128), g, int(result.component[g]),
-                     result.level[g], result.level_err[g], int(result.n_pairs[g]),
-                     result.local_sky[g], "COMPLETE" if result.valid[g] else "SKIPPED",
-                     _ascii(result.reason[g], 255))
+        images[i] = (
+            _ascii(inp.name, 128),
+            _ascii(result.group_keys[g], 128),
+            g,
+            int(result.component[g]),
+            result.level[g],
+            result.level_err[g],
+            int(result.n_pairs[g]),
+            result.local_sky[g],
+            "COMPLETE" if result.valid[g] else "SKIPPED",
+            _ascii(result.reason[g], 255),
+        )
     pairs = np.zeros(len(result.pairs), dtype=PAIRS_DTYPE)
     for k, p in enumerate(result.pairs):
-        pairs[k] = (p.a, p.b, p.group_a, p.group_b, p.npix, p.sky_a, p.sky_b, p.diff,
-                    p.diff_err, p.weight, p.residual, p.used, _ascii(p.reason, 255))
+        pairs[k] = (
+            p.a,
+            p.b,
+            p.group_a,
+            p.group_b,
+            p.npix,
+            p.sky_a,
+            p.sky_b,
+            p.diff,
+            p.diff_err,
+            p.weight,
+            p.residual,
+            p.used,
+            _ascii(p.reason, 255),
+        )
     model = SkyMatchSolutionModel()
     model.images = images
     model.pairs = pairs
@@ -241,8 +290,7 @@ def read_skylist(path):
         try:
             value = float(parts[1])
         except ValueError:
-            raise ValueError(f"{path}:{lineno}: sky value {parts[1]!r} is not a number") \
-                from None
+            raise ValueError(f"{path}:{lineno}: sky value {parts[1]!r} is not a number") from None
         if not math.isfinite(value):
             raise ValueError(f"{path}:{lineno}: sky value must be finite")
         stem = remove_suffix(Path(parts[0]).stem)[0]

@@ -83,18 +83,31 @@ class SkyMatchStep(StmatchStep):
         n = len(library)
         if n == 0:
             raise ValueError("SkyMatchStep received no images")
-        log.info("Sky matching %d image(s) with skymethod=%r, skystat=%r", n, self.skymethod,
-                 self.skystat)
+        log.info(
+            "Sky matching %d image(s) with skymethod=%r, skystat=%r",
+            n,
+            self.skymethod,
+            self.skystat,
+        )
         if self.skymethod == "user":
             return io.apply_user_sky(self, library)
 
         dqbits = interpret_bit_flags(self.dqbits, flag_name_map=DQ_PIXEL)
-        statistic = SkyStatistic(self.skystat, lower=self.lower, upper=self.upper,
-                                 nclip=self.nclip, lsigma=self.lsigma, usigma=self.usigma,
-                                 binwidth=self.binwidth)
+        statistic = SkyStatistic(
+            self.skystat,
+            lower=self.lower,
+            upper=self.upper,
+            nclip=self.nclip,
+            lsigma=self.lsigma,
+            usigma=self.usigma,
+            binwidth=self.binwidth,
+        )
         params = SkyMatchParams(
-            skymethod=self.skymethod, match_down=self.match_down, statistic=statistic,
-            stepsize=self.stepsize, grid_step=self.grid_step,
+            skymethod=self.skymethod,
+            match_down=self.match_down,
+            statistic=statistic,
+            stepsize=self.stepsize,
+            grid_step=self.grid_step,
             min_pixels=self.min_overlap_pixels,
             cache_size=None if self.in_memory else self.cache_size,
         )
@@ -103,8 +116,10 @@ class SkyMatchStep(StmatchStep):
             if "match" in self.skymethod and len({i.group for i in inputs}) < 2:
                 log.warning("Only one image (group): nothing to match; step SKIPPED")
                 return io.mark_all(self, library, "SKIPPED")
-            log.info("Stage 1/3: footprints and candidate pairs; stage 2/3: overlap "
-                     "statistics; stage 3/3: solution")
+            log.info(
+                "Stage 1/3: footprints and candidate pairs; stage 2/3: overlap "
+                "statistics; stage 3/3: solution"
+            )
             result = match_sky(inputs, params, progress=_progress_logger())
         io.log_solution(result, inputs)
         io.apply_result(self, library, inputs, result, previous)
@@ -125,15 +140,25 @@ class SkyMatchStep(StmatchStep):
                 name = model.meta.filename or f"image_{i}"
                 data = model.data
                 if data is None or np.ndim(data) != 2:
-                    raise ValueError(f"{name}: SkyMatchStep needs 2-D image data, got "
-                                     f"{None if data is None else np.shape(data)}")
+                    raise ValueError(
+                        f"{name}: SkyMatchStep needs 2-D image data, got "
+                        f"{None if data is None else np.shape(data)}"
+                    )
                 previous.append(io.previous_level(model, self.subtract))
                 fwd, inv = io.wcs_callables(model)
                 shape = tuple(int(s) for s in data.shape)
             finally:
                 library.shelve(model, i, modify=False)
-            inputs.append(SkyInput(name, shape, fwd, inv, _loader(library, i, dqbits),
-                                   group=str(group_of.get(i, name))))
+            inputs.append(
+                SkyInput(
+                    name,
+                    shape,
+                    fwd,
+                    inv,
+                    _loader(library, i, dqbits),
+                    group=str(group_of.get(i, name)),
+                )
+            )
         return inputs, previous
 
 
@@ -147,8 +172,9 @@ def _loader(library, index, dqbits):
             if dqbits is None or model.dq is None or np.shape(model.dq) != np.shape(data):
                 good = np.isfinite(data)
             else:
-                good = bitfield_to_boolean_mask(model.dq, dqbits, good_mask_value=True,
-                                                dtype=bool) & np.isfinite(data)
+                good = bitfield_to_boolean_mask(
+                    model.dq, dqbits, good_mask_value=True, dtype=bool
+                ) & np.isfinite(data)
         finally:
             library.shelve(model, index, modify=False)
         return data, good
@@ -162,4 +188,3 @@ def _progress_logger():
             log.info("  overlap statistics: %d / %d candidate pairs", done, total)
 
     return progress
-
