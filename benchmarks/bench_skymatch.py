@@ -186,7 +186,8 @@ def worker(spec):
 
         profiler = cProfile.Profile()
         result, stats = measure(profiler.runcall, step.run, inputs)
-        pstats.Stats(profiler, stream=sys.stderr).sort_stats("cumulative").print_stats(20)
+        for order in ("cumulative", "tottime"):
+            pstats.Stats(profiler, stream=sys.stderr).sort_stats(order).print_stats(20)
     else:
         result, stats = measure(step.run, inputs, trace=spec.get("trace", False))
     stats.update(n=len(sky), max_err=max_error(result, sky))

@@ -475,19 +475,28 @@ def _side(i, j, inputs, footprints, grid, cache):
         return None
     xo, yo = map_region(grid(i), box, inputs[j].world_to_pixel)
     nyj, nxj = inputs[j].shape
-    inside = (xo >= -0.5) & (xo < nxj - 0.5) & (yo >= -0.5) & (yo < nyj - 0.5)
+    # Nearest pixel of j under each centre of i: a centre lies inside j exactly when
+    # that pixel index is inside j's array.
+    xo += 0.5
+    yo += 0.5
+    np.floor(xo, out=xo)
+    np.floor(yo, out=yo)
+    if xo.max() < 0 or yo.max() < 0 or xo.min() >= nxj or yo.min() >= nyj:
+        return None
+    jx = xo.astype(np.int64)
+    jy = yo.astype(np.int64)
+    inside = (jx >= 0) & (jx < nxj) & (jy >= 0) & (jy < nyj)
     if not inside.any():
         return None
     data_i, good_i = cache.get(i)
     _, good_j = cache.get(j)
-    sel = inside & good_i[box]
-    iy, ix = np.nonzero(sel)
-    # Nearest pixel of j under each selected centre (centres inside j by construction).
-    jx = np.clip(np.floor(xo[iy, ix] + 0.5).astype(np.intp), 0, nxj - 1)
-    jy = np.clip(np.floor(yo[iy, ix] + 0.5).astype(np.intp), 0, nyj - 1)
-    both = good_j[jy, jx]
-    region = data_i[box]
-    return region[iy[both], ix[both]]
+    mask = inside
+    mask &= good_i[box]
+    flat = jy * nxj
+    flat += jx
+    np.clip(flat, 0, nxj * nyj - 1, out=flat)
+    mask &= good_j.ravel().take(flat)
+    return data_i[box][mask]
 
 
 def _measure_pair(a, b, inputs, footprints, grid, cache, params, group_of_image):

@@ -76,11 +76,26 @@ def wcs_callables(model):
 
         return missing, missing
 
+    # Evaluate the transforms directly: building them on every call (as wcs(...) and
+    # wcs.invert(...) do) costs more than the arithmetic for the small arrays we use.
+    try:
+        forward = wcs.forward_transform
+    except Exception:
+        forward = None
+    try:
+        backward = wcs.backward_transform
+    except (NotImplementedError, Exception):
+        backward = None
+
     def fwd(x, y):
-        return wcs(x, y, with_bounding_box=False)
+        if forward is None:
+            return wcs(x, y, with_bounding_box=False)
+        return forward(x, y, with_bounding_box=False)
 
     def inv(ra, dec):
-        return wcs.invert(ra, dec, with_bounding_box=False)
+        if backward is None:
+            return wcs.invert(ra, dec, with_bounding_box=False)
+        return backward(ra, dec, with_bounding_box=False)
 
     return fwd, inv
 
