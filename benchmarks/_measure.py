@@ -17,18 +17,25 @@ Before the baseline, garbage is collected and glibc's ``malloc_trim(0)``
 returns freed heap memory to the system: otherwise memory freed while the
 inputs were built stays resident and the call could reuse it unseen.
 
+To measure each case in a clean process, a benchmark script re-runs itself
+with a worker flag through `run_isolated`; the worker prints its statistics
+with `report`.
+
 Linux only (``/proc``).
 """
 
 import ctypes
 import gc
+import json
 import os
 import resource
+import subprocess
+import sys
 import threading
 import time
 import tracemalloc
 
-__all__ = ["MIB", "current_rss", "measure"]
+__all__ = ["MIB", "current_rss", "measure", "report", "run_isolated"]
 
 MIB = 1024.0**2
 _PAGE = os.sysconf("SC_PAGE_SIZE")
@@ -151,3 +158,42 @@ def measure(func, *args, interval=0.005, trace=False, **kwargs):
         "tracemalloc_peak_mib": None if traced is None else traced / MIB,
     }
     return result, stats
+
+
+def report(stats):
+    """
+    Print a worker's statistics as one ``RESULT <json>`` line for `run_isolated`.
+
+    Parameters
+    ----------
+    stats : dict
+        JSON-serialisable statistics.
+    """
+    print("RESULT " + json.dumps(stats), flush=True)
+
+
+def run_isolated(script, flag, spec):
+    """
+    Run ``python script flag <json spec>`` in a fresh process and return its `report`.
+
+    Parameters
+    ----------
+    script : str
+        Path of the benchmark script.
+    flag : str
+        Command-line flag that makes the script run one measurement.
+    spec : dict
+        JSON-serialisable description of the measurement.
+
+    Returns
+    -------
+    dict
+        The last reported statistics, or ``{"error": ...}`` if there were none.
+        The worker's standard error is passed through.
+    """
+    proc = subprocess.run([sys.executable, str(script), flag, json.dumps(spec)],
+                          stdout=subprocess.PIPE, text=True)
+    lines = [ln for ln in proc.stdout.splitlines() if ln.startswith("RESULT ")]
+    if not lines:
+        return {"error": f"worker failed (exit code {proc.returncode})"}
+    return json.loads(lines[-1][len("RESULT "):])

@@ -1,51 +1,34 @@
 """Benchmark stmatch's SkyMatchStep against jwst's SkyMatchStep on synthetic mosaics.
 
-Usage::
+Usage: ``python benchmarks/bench_skymatch.py [--quick] [--cases A,B,C] [--tracemalloc]
+[--profile]``; see ``benchmarks/README.md`` for the cases (A: 5x5 of 1024^2, ours vs
+jwst; B: 1,000 of 256^2, jwst extrapolated from sub-grids; C: our memory versus N).
 
-    python benchmarks/bench_skymatch.py [--quick] [--cases A,B,C] [--tracemalloc] [--profile]
-
-Cases (``--quick`` runs tiny versions of each for smoke testing):
-
-A. 25 exposures of 1024x1024 (5x5, overlap 0.2) in memory: ours vs jwst with
-   skystat 'mode' (default) and 'median'.
-B. 1,000 exposures of 256x256 (40x25, 8 neighbours each) in memory: ours on
-   all of them; ours and jwst on 10x10 and 5x5 sub-grids, from which jwst's
-   time at N = 1,000 is *extrapolated* (it is never run at that size).
-C. Peak memory versus N (100, 400, 1,000 of 256x256) for ours reading the
-   association from disk, with in_memory=False and with in_memory=True.
-
-Each (tool, case) runs in a fresh subprocess (this script with ``--worker``),
-which builds or loads its inputs, then times only ``step.run(...)`` and
-measures the peak RSS above the RSS just before it (see ``_measure.py``). The
-error is max |(level - level[ref]) - (sky - sky[ref])| over all images, with
-``ref`` the image of lowest true sky (``match`` levels are relative). Both
-tools run with identical parameters (``STMATCH_DISABLE_PARS=true``), with the
-loggers of stpipe, jwst, stcal and stmatch at WARNING.
+Each (tool, case) runs in a fresh process (this script with ``--worker``) that builds or
+loads its inputs, then times only ``step.run(...)`` and measures the peak RSS above the
+RSS just before it (``_measure.py``). The error is max |(level - level[ref]) - (sky -
+sky[ref])|, ``ref`` the image of lowest true sky (``match`` levels are relative). Both
+tools get identical parameters (``STMATCH_DISABLE_PARS=true``); the stpipe, jwst, stcal
+and stmatch loggers are set to WARNING.
 """
 
 import argparse
 import json
 import logging
 import os
-import subprocess
 import sys
 from pathlib import Path
 
 os.environ["STMATCH_DISABLE_PARS"] = "true"  # identical parameters for both tools
 HERE = Path(__file__).resolve().parent
 CACHE = HERE / ".cache"
+sys.path.insert(0, str(HERE))
+from _measure import measure, report, run_isolated  # noqa: E402
 PARAMS = {"skymethod": "match", "skystat": "mode", "match_down": True, "subtract": False}
 
 
 def quiet_logging(level=logging.WARNING):
-    """
-    Set the pipeline loggers to ``level`` (stpipe's ``run`` leaves levels alone).
-
-    Parameters
-    ----------
-    level : int, optional
-        Logging level.
-    """
+    """Set the pipeline loggers to ``level`` (stpipe's ``Step.run`` leaves levels alone)."""
     for name in ("stpipe", "jwst", "stcal", "stmatch"):
         logging.getLogger(name).setLevel(level)
 
@@ -59,8 +42,7 @@ def ensure_cache(nx, ny, size, seed, subsets=()):
     nx, ny, size, seed : int
         Arguments of ``make_mosaic(nx, ny, shape=(size, size), overlap=0.2)``.
     subsets : sequence of (int, int)
-        Sub-grids ``(sx, sy)`` (the first ``sx`` columns of the first ``sy``
-        rows) to write associations for.
+        Sub-grids ``(sx, sy)`` (first ``sx`` columns of the first ``sy`` rows).
 
     Returns
     -------
@@ -68,26 +50,27 @@ def ensure_cache(nx, ny, size, seed, subsets=()):
         ``{(sx, sy): association path}``, including ``(nx, ny)``.
     """
     directory = CACHE / f"mosaic_{nx}x{ny}_{size}_s{seed}"
-    names = {(sx, sy): directory / f"sub_{sx}x{sy}_asn.json" for sx, sy in [(nx, ny), *subsets]}
-    truth = directory / "truth.json"
-    if not truth.exists():
+    truth, asn = directory / "truth.json", directory / "mosaic_asn.json"
+    if not truth.exists():  # written last: its presence means the cache is complete
         from stmatch.datasets import make_mosaic, write_mosaic
 
         CACHE.mkdir(exist_ok=True)
         (CACHE / ".gitignore").write_text("*\n")
         print(f"Generating {nx}x{ny} mosaic of {size}^2 into {directory} (once) ...", flush=True)
         mosaic = make_mosaic(nx, ny, shape=(size, size), overlap=0.2, seed=seed)
-        asn = write_mosaic(mosaic, directory)
-        sky = {Path(m.meta.filename).with_suffix(".fits").name: s
-               for m, s in zip(mosaic.models, mosaic.sky, strict=True)}
-        truth.write_text(json.dumps(sky))
-        full = json.loads(asn.read_text())
-        members = full["products"][0]["members"]
-        for (sx, sy), path in names.items():  # members are in row-major grid order
+        write_mosaic(mosaic, directory, asn_name=asn.name)
+        truth.write_text(json.dumps({Path(m.meta.filename).with_suffix(".fits").name: s
+                                     for m, s in zip(mosaic.models, mosaic.sky, strict=True)}))
+    paths = {}
+    for sx, sy in [(nx, ny), *subsets]:
+        paths[sx, sy] = directory / f"sub_{sx}x{sy}_asn.json"
+        if not paths[sx, sy].exists():
+            full = json.loads(asn.read_text())
+            members = full["products"][0]["members"]  # in row-major grid order
             full["products"][0]["members"] = [members[r * nx + c]
                                                for r in range(sy) for c in range(sx)]
-            path.write_text(json.dumps(full, indent=1))
-    return {key: str(path) for key, path in names.items()}
+            paths[sx, sy].write_text(json.dumps(full, indent=1))
+    return {key: str(path) for key, path in paths.items()}
 
 
 def build_inputs(source):
@@ -131,20 +114,14 @@ def build_inputs(source):
 
 def max_error(library, sky):
     """
-    Largest error of the solved relative levels.
+    Return max |(level - level[ref]) - (sky - sky[ref])|, ``ref``: lowest true sky.
 
     Parameters
     ----------
     library : ModelLibrary
-        Output of a step, with ``meta.background.level`` set.
+        Output of a step (``meta.background.level``; a missing level gives NaN).
     sky : list of float
         True sky levels.
-
-    Returns
-    -------
-    float
-        max |(level - level[ref]) - (sky - sky[ref])|, ``ref`` the image of
-        lowest true sky; NaN if any level is missing.
     """
     import numpy as np
 
@@ -170,9 +147,6 @@ def worker(spec):
         ``tool`` ('ours' or 'jwst'), ``source`` (see `build_inputs`),
         ``params``, ``trace`` (tracemalloc) and ``profile`` (cProfile top 20).
     """
-    sys.path.insert(0, str(HERE))
-    from _measure import measure
-
     if spec["tool"] == "ours":
         from stmatch.steps import SkyMatchStep
     else:
@@ -191,12 +165,12 @@ def worker(spec):
     else:
         result, stats = measure(step.run, inputs, trace=spec.get("trace", False))
     stats.update(n=len(sky), max_err=max_error(result, sky))
-    print("RESULT " + json.dumps(stats), flush=True)
+    report(stats)
 
 
 def measure_in_subprocess(label, tool, source, trace=False, profile=False, **params):
     """
-    Run `worker` in a fresh Python process.
+    Run `worker` in a fresh Python process and return its row (``error`` if it failed).
 
     Parameters
     ----------
@@ -210,20 +184,11 @@ def measure_in_subprocess(label, tool, source, trace=False, profile=False, **par
         Passed to `worker`.
     **params
         Step parameters overriding `PARAMS`.
-
-    Returns
-    -------
-    dict
-        The worker's statistics plus ``label`` and ``tool`` (``error`` if it failed).
     """
     spec = {"tool": tool, "source": source, "params": {**PARAMS, **params},
             "trace": trace, "profile": profile}
     print(f"  running {label} ...", flush=True)
-    proc = subprocess.run([sys.executable, __file__, "--worker", json.dumps(spec)],
-                          stdout=subprocess.PIPE, text=True)
-    lines = [ln for ln in proc.stdout.splitlines() if ln.startswith("RESULT ")]
-    row = json.loads(lines[-1][7:]) if lines else {"error": f"worker failed (rc {proc.returncode})"}
-    return {"label": label, "tool": tool, **row}
+    return {"label": label, "tool": tool, **run_isolated(__file__, "--worker", spec)}
 
 
 def print_table(title, rows, trace=False):
@@ -239,38 +204,20 @@ def print_table(title, rows, trace=False):
     trace : bool, optional
         Add the tracemalloc column.
     """
-    print(f"\n{title}")
-    head = f"{'run':<44} {'N':>5} {'wall [s]':>9} {'peak [MiB]':>10} {'base [MiB]':>10} {'max|err|':>9}"
-    print(head + (f" {'tracemalloc [MiB]':>17}" if trace else ""))
-    print("-" * (len(head) + (18 if trace else 0)))
-
-    def fmt(value, spec):
-        return format(value, spec) if isinstance(value, (int, float)) else "-"
-
+    cols = [("n", "N", "d"), ("wall_s", "wall [s]", ".2f"), ("peak_mib", "peak [MiB]", ".0f"),
+            ("baseline_mib", "base [MiB]", ".0f"), ("max_err", "max|err|", ".4f")]
+    cols += [("tracemalloc_peak_mib", "tracemalloc [MiB]", ".0f")] if trace else []
+    widths = [max(10, len(name)) for _, name, _ in cols]
+    head = f"{'run':<44}" + "".join(f" {n:>{w}}" for (_, n, _), w in zip(cols, widths))
+    print(f"\n{title}\n{head}\n{'-' * len(head)}")
     for r in rows:
-        if "error" in r:
-            print(f"{r['label']:<44} {r['error']}")
-            continue
-        line = (f"{r['label']:<44} {fmt(r.get('n'), '>5d'):>5} {fmt(r.get('wall_s'), '9.2f'):>9}"
-                f" {fmt(r.get('peak_mib'), '10.0f'):>10} {fmt(r.get('baseline_mib'), '10.0f'):>10}"
-                f" {fmt(r.get('max_err'), '9.4f'):>9}")
-        print(line + (f" {fmt(r.get('tracemalloc_peak_mib'), '17.0f'):>17}" if trace else ""))
+        cells = [format(r[k], f) if isinstance(r.get(k), (int, float)) else "-" for k, _, f in cols]
+        print(f"{r['label']:<44} " + (r["error"] if "error" in r else
+                                      " ".join(f"{c:>{w}}" for c, w in zip(cells, widths))))
 
 
 def ratio_line(ours, jwst):
-    """
-    Format the ours/jwst ratios of time and memory.
-
-    Parameters
-    ----------
-    ours, jwst : dict
-        Two rows.
-
-    Returns
-    -------
-    str
-        A one-line summary (or why there is none).
-    """
+    """Return a line with the ours/jwst ratios of wall time and peak memory of two rows."""
     if "error" in ours or "error" in jwst:
         return "ratio: n/a (a run failed)"
     t = ours["wall_s"] / jwst["wall_s"]
@@ -353,14 +300,7 @@ def case_c(quick, trace):
 
 
 def main(argv=None):
-    """
-    Run the benchmark (or, with ``--worker``, one measurement).
-
-    Parameters
-    ----------
-    argv : list of str, optional
-        Command-line arguments.
-    """
+    """Run the benchmark (or, with ``--worker``, one measurement) for ``argv``."""
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--quick", action="store_true", help="tiny cases (smoke test)")
     parser.add_argument("--cases", default="A,B,C", help="comma-separated subset of A,B,C")

@@ -92,7 +92,7 @@ def test_map_region_matches_exact_transform(rotation):
     assert np.abs(yo - ey).max() < 1e-3
 
 
-def test_strong_distortion_falls_back_to_spline():
+def test_strong_distortion_is_interpolated_accurately():
     a = Tan(150.0, 2.0, (50.0, 50.0), 0.06)
 
     def inv_distorted(ra, dec):
@@ -105,3 +105,38 @@ def test_strong_distortion_falls_back_to_spline():
     yy, xx = np.mgrid[0:100, 0:100]
     exact, _ = inv_distorted(*a.fwd(xx, yy))
     assert np.abs(xo - exact).max() < 0.01
+
+
+@pytest.mark.parametrize("rotation,dec", [(0.0, 2.0), (47.0, -65.0), (120.0, 89.9)])
+def test_fast_inverse_matches_exact_inverse(rotation, dec):
+    from stmatch.algorithms.geometry import FastInverse
+
+    w = Tan(10.0, dec, (511.5, 511.5), 0.06, rotation)
+    grid = PixelGrid((1024, 1024), w.fwd, step=16)
+    fast = FastInverse(grid, w.fwd)
+    assert fast.ok and fast.max_error < 1e-3
+    rng = np.random.default_rng(0)
+    # inside the image and well outside it (neighbouring images)
+    x = rng.uniform(-1500, 2500, 2000)
+    y = rng.uniform(-1500, 2500, 2000)
+    fx, fy = fast(*w.fwd(x, y))
+    inside = (x > -1) & (x < 1024) & (y > -1) & (y < 1024)
+    assert np.abs(fx - x)[inside].max() < 1e-3 and np.abs(fy - y)[inside].max() < 1e-3
+    # outside, accuracy only needs to keep points outside
+    assert np.all(~((fx > -0.5) & (fx < 1023.5) & (fy > -0.5) & (fy < 1023.5))[~inside])
+
+
+def test_fast_inverse_refuses_when_it_cannot_fit():
+    from stmatch.algorithms.geometry import FastInverse
+
+    w = Tan(10.0, 2.0, (50.0, 50.0), 0.06)
+
+    def wiggly(x, y):  # a distortion no low-order series can follow
+        x = np.asarray(x, float)
+        return w.fwd(x + 3.0 * np.sin(x / 3.0), y)
+
+    fast = FastInverse(PixelGrid((100, 100), wiggly, step=8), wiggly)
+    assert not fast.ok and fast.max_error > 1e-3
+    # behind the tangent plane: nowhere on the image
+    fx, fy = fast(np.array([190.0]), np.array([-2.0]))
+    assert np.isinf(fx[0])

@@ -137,15 +137,16 @@ def test_geometry_failure_drops_the_pair_not_the_run():
     wcss = grid_mosaic(3, 1, shape, overlap=0.3)
     ins = _inputs(wcss, shape, np.array([1.0, 2.0, 3.0]), noise=0.05)
     good = ins[2]
-    calls = {"n": 0}
 
-    def flaky_inv(ra, dec):
-        calls["n"] += 1
-        if calls["n"] > 1:  # works for the footprint test, fails afterwards
-            raise ValueError("inverse transform did not converge")
-        return good.world_to_pixel(ra, dec)
+    def flaky_fwd(x, y):  # works on the outline, fails on the interior grid
+        if np.size(x) > 40:
+            raise ValueError("transform did not converge")
+        return good.pixel_to_world(x, y)
 
-    ins[2] = SkyInput(good.name, good.shape, good.pixel_to_world, flaky_inv, good.load)
+    def broken_inv(ra, dec):
+        raise ValueError("inverse transform did not converge")
+
+    ins[2] = SkyInput(good.name, good.shape, flaky_fwd, broken_inv, good.load)
     res = match_sky(ins, SkyMatchParams(skymethod="match", statistic=SkyStatistic("mean")))
     failed = [p for p in res.pairs if not p.used]
     assert failed and all("geometry failed" in p.reason for p in failed)

@@ -25,17 +25,20 @@ import math
 from dataclasses import dataclass
 
 import numpy as np
-from scipy.interpolate import RectBivariateSpline
+from scipy.interpolate import CubicSpline
 from scipy.spatial import cKDTree
 
 __all__ = [
+    "FastInverse",
     "Footprint",
     "GeometryError",
     "PixelGrid",
     "candidate_pairs",
     "clip_polygon_to_box",
     "edge_points",
+    "box_from_nodes",
     "make_footprint",
+    "map_nodes",
     "map_region",
     "radec_to_unit",
 ]
@@ -244,6 +247,14 @@ class PixelGrid:
         ``(x, y) -> (ra, dec)``.
     step : int
         Grid spacing in pixels; the last row and column are always included.
+
+    Notes
+    -----
+    A smooth function known on the nodes is evaluated at every pixel centre of a
+    box as ``Wy[box_y] @ Z @ Wx[box_x].T``, where ``Wx`` and ``Wy`` hold the weights
+    of a not-a-knot cubic spline through the nodes (the interpolant is linear in the
+    node values). The weights depend only on the image size and the grid step and
+    are shared by all images of one shape.
     """
 
     def __init__(self, shape, pixel_to_world, step=16):
@@ -257,6 +268,78 @@ class PixelGrid:
         self.dec = np.asarray(dec, dtype=np.float64).reshape(xx.shape)
         if not (np.isfinite(self.ra).all() and np.isfinite(self.dec).all()):
             raise GeometryError("pixel -> world transform gives non-finite coordinates")
+        self.wx = _spline_weights(nx, int(step))
+        self.wy = _spline_weights(ny, int(step))
+
+    def interpolate(self, z, box):
+        """Values at every pixel centre of ``box`` of a function known on the nodes."""
+        sy, sx = box
+        return self.wy[sy] @ z @ self.wx[sx].T
+
+
+_WEIGHTS = {}
+
+
+def _spline_weights(n, step):
+    """(n, nodes) matrix of cubic-spline weights from grid nodes to every pixel."""
+    key = (int(n), int(step))
+    w = _WEIGHTS.get(key)
+    if w is None:
+        nodes = _grid_nodes(n, step)
+        pixels = np.arange(n, dtype=np.float64)
+        if nodes.size == 1:
+            w = np.ones((n, 1))
+        elif nodes.size < 4:
+            # Too few nodes for a cubic: piecewise linear.
+            w = np.stack([np.interp(pixels, nodes, e) for e in np.eye(nodes.size)], axis=1)
+        else:
+            w = CubicSpline(nodes, np.eye(nodes.size), axis=0)(pixels)
+        if len(_WEIGHTS) > 64:
+            _WEIGHTS.clear()
+        _WEIGHTS[key] = w
+    return w
+
+
+def map_nodes(grid, world_to_pixel_other):
+    """Positions, in another image, of every node of ``grid`` (one transform call).
+
+    Returns
+    -------
+    xo, yo : numpy.ndarray
+        Arrays of the grid's node shape.
+    """
+    xo, yo = world_to_pixel_other(grid.ra.ravel(), grid.dec.ravel())
+    xo = np.asarray(xo, dtype=np.float64).reshape(grid.ra.shape)
+    yo = np.asarray(yo, dtype=np.float64).reshape(grid.ra.shape)
+    if not (np.isfinite(xo).all() and np.isfinite(yo).all()):
+        raise GeometryError("world -> pixel transform gives non-finite coordinates")
+    return xo, yo
+
+
+def box_from_nodes(grid, xo, yo, shape_other):
+    """Bounding box, in the grid's image, of the nodes that fall on another image.
+
+    Nodes inside the other image's pixel area are dilated by one node in each
+    direction, so the box covers every cell that can hold an overlapping pixel.
+
+    Returns
+    -------
+    tuple of slice or None
+        None when no node falls on the other image (the overlap, if any, is thinner
+        than a grid cell: use :func:`overlap_box` to decide).
+    """
+    ny, nx = shape_other
+    inside = (xo >= -0.5) & (xo < nx - 0.5) & (yo >= -0.5) & (yo < ny - 0.5)
+    if not inside.any():
+        return None
+    rows = np.flatnonzero(inside.any(axis=1))
+    cols = np.flatnonzero(inside.any(axis=0))
+    r0, r1 = max(0, rows[0] - 1), min(grid.gy.size - 1, rows[-1] + 1)
+    c0, c1 = max(0, cols[0] - 1), min(grid.gx.size - 1, cols[-1] + 1)
+    return (
+        slice(int(grid.gy[r0]), int(grid.gy[r1]) + 1),
+        slice(int(grid.gx[c0]), int(grid.gx[c1]) + 1),
+    )
 
 
 def _grid_nodes(n, step):
@@ -292,12 +375,11 @@ def overlap_box(shape, world_to_pixel, footprint_other, pad=2):
     return slice(y0, y1), slice(x0, x1)
 
 
-def map_region(grid: PixelGrid, box, world_to_pixel_other, *, tol=0.01):
+def map_region(grid: PixelGrid, box, world_to_pixel_other):
     """Positions, in another image, of every pixel centre of a box of this image.
 
-    The mapping is evaluated exactly on the coarse grid nodes covering the box and
-    interpolated in between by a separable cubic polynomial (or, when that misses
-    the exact nodes by more than ``tol`` pixels, a bicubic spline).
+    The mapping is evaluated exactly on the grid nodes and interpolated in between
+    by cubic splines (:class:`PixelGrid`).
 
     Parameters
     ----------
@@ -307,50 +389,91 @@ def map_region(grid: PixelGrid, box, world_to_pixel_other, *, tol=0.01):
         ``(slice_y, slice_x)`` region of this image.
     world_to_pixel_other : callable
         ``(ra, dec) -> (x, y)`` of the other image.
-    tol : float
-        Largest accepted interpolation error at the grid nodes, in pixels.
 
     Returns
     -------
     xo, yo : numpy.ndarray
         Arrays of the box's shape (float64).
     """
-    sy, sx = box
-    iy0 = max(0, np.searchsorted(grid.gy, sy.start, side="right") - 1)
-    iy1 = min(grid.gy.size, np.searchsorted(grid.gy, sy.stop - 1, side="left") + 1)
-    ix0 = max(0, np.searchsorted(grid.gx, sx.start, side="right") - 1)
-    ix1 = min(grid.gx.size, np.searchsorted(grid.gx, sx.stop - 1, side="left") + 1)
-    gx = grid.gx[ix0:ix1]
-    gy = grid.gy[iy0:iy1]
-    ra = grid.ra[iy0:iy1, ix0:ix1]
-    dec = grid.dec[iy0:iy1, ix0:ix1]
-    xo, yo = world_to_pixel_other(ra.ravel(), dec.ravel())
-    xo = np.asarray(xo, dtype=np.float64).reshape(ra.shape)
-    yo = np.asarray(yo, dtype=np.float64).reshape(ra.shape)
-    if not (np.isfinite(xo).all() and np.isfinite(yo).all()):
-        raise GeometryError("world -> pixel transform gives non-finite coordinates in the overlap")
-    px = np.arange(sx.start, sx.stop, dtype=np.float64)
-    py = np.arange(sy.start, sy.stop, dtype=np.float64)
-    return _interpolate(gx, gy, xo, px, py, tol), _interpolate(gx, gy, yo, px, py, tol)
+    xo, yo = map_nodes(grid, world_to_pixel_other)
+    return grid.interpolate(xo, box), grid.interpolate(yo, box)
 
 
-def _interpolate(gx, gy, z, px, py, tol):
-    """Evaluate on the full grid (py × px) a smooth surface known on nodes (gy × gx)."""
-    deg_x = min(3, gx.size - 1)
-    deg_y = min(3, gy.size - 1)
-    # Separable polynomial in scaled coordinates: z ≈ Vy C Vx^T.
-    cx = (gx.min() + gx.max()) / 2.0
-    hx = max((gx.max() - gx.min()) / 2.0, 1.0)
-    cy = (gy.min() + gy.max()) / 2.0
-    hy = max((gy.max() - gy.min()) / 2.0, 1.0)
-    vx = np.polynomial.chebyshev.chebvander((gx - cx) / hx, deg_x)
-    vy = np.polynomial.chebyshev.chebvander((gy - cy) / hy, deg_y)
-    coef = np.linalg.pinv(vy) @ z @ np.linalg.pinv(vx).T
-    if np.abs(vy @ coef @ vx.T - z).max() <= tol:
-        fx = np.polynomial.chebyshev.chebvander((px - cx) / hx, deg_x)
-        fy = np.polynomial.chebyshev.chebvander((py - cy) / hy, deg_y)
-        return fy @ coef @ fx.T
-    # Strong distortion: a bicubic spline through the nodes (cubic needs 4 per axis,
-    # and with fewer the polynomial above already interpolates them exactly).
-    spline = RectBivariateSpline(gy, gx, z, kx=deg_y, ky=deg_x)
-    return spline(py, px)
+class FastInverse:
+    r"""A numpy world → pixel map of one image, fitted to its own forward transform.
+
+    The sky positions of the image's grid nodes are projected onto the tangent
+    plane at the image centre (gnomonic projection,
+    :math:`\xi = \mathbf{v}\cdot\mathbf{e}_1 / \mathbf{v}\cdot\mathbf{c}`,
+    :math:`\eta = \mathbf{v}\cdot\mathbf{e}_2 / \mathbf{v}\cdot\mathbf{c}`), and the
+    pixel coordinates are fitted as 2-D Chebyshev series of total degree ``degree``
+    in :math:`(\xi, \eta)`. The fit is checked at the cell midpoints, which it was
+    not fitted to; ``ok`` is False when it misses any of them by more than ``tol``
+    pixels, and the caller then uses the exact inverse instead.
+
+    Parameters
+    ----------
+    grid : PixelGrid
+        Grid of the image (nodes and their sky coordinates).
+    pixel_to_world : callable
+        Forward transform, used once for the validation points.
+    degree : int
+        Total degree of the fitted series.
+    tol : float
+        Largest accepted error at the validation points, in pixels.
+    """
+
+    def __init__(self, grid, pixel_to_world, degree=5, tol=1e-3):
+        centre = radec_to_unit(
+            grid.ra[grid.ra.shape[0] // 2, grid.ra.shape[1] // 2],
+            grid.dec[grid.dec.shape[0] // 2, grid.dec.shape[1] // 2],
+        )
+        self._c = centre
+        helper = np.array([0.0, 0.0, 1.0]) if abs(centre[2]) < 0.9 else np.array([1.0, 0, 0])
+        e1 = np.cross(helper, centre)
+        self._e1 = e1 / np.linalg.norm(e1)
+        self._e2 = np.cross(centre, self._e1)
+        xi, eta = self._project(grid.ra.ravel(), grid.dec.ravel())
+        self._scale = max(float(np.abs(xi).max()), float(np.abs(eta).max()), 1e-12)
+        self._degree = int(degree)
+        xx, yy = np.meshgrid(grid.gx, grid.gy)
+        vander = self._vander(xi, eta)
+        self._coef, *_ = np.linalg.lstsq(
+            vander, np.column_stack([xx.ravel(), yy.ravel()]), rcond=None
+        )
+        # Validate half-way between nodes, where the fit has no data.
+        mx = (grid.gx[:-1] + grid.gx[1:]) / 2 if grid.gx.size > 1 else grid.gx
+        my = (grid.gy[:-1] + grid.gy[1:]) / 2 if grid.gy.size > 1 else grid.gy
+        vx, vy = np.meshgrid(mx, my)
+        ra, dec = pixel_to_world(vx.ravel(), vy.ravel())
+        px, py = self(np.asarray(ra, float), np.asarray(dec, float))
+        err = np.hypot(px - vx.ravel(), py - vy.ravel())
+        self.max_error = float(np.nanmax(err)) if err.size else 0.0
+        self.ok = bool(np.isfinite(err).all() and self.max_error <= tol)
+
+    def _project(self, ra, dec):
+        v = radec_to_unit(ra, dec)
+        w = v @ self._c
+        with np.errstate(divide="ignore", invalid="ignore"):
+            xi = np.where(w > 1e-6, (v @ self._e1) / w, np.inf)
+            eta = np.where(w > 1e-6, (v @ self._e2) / w, np.inf)
+        return xi, eta
+
+    def _vander(self, xi, eta):
+        u = np.polynomial.chebyshev.chebvander(xi / self._scale, self._degree)
+        v = np.polynomial.chebyshev.chebvander(eta / self._scale, self._degree)
+        cols = [
+            u[:, i] * v[:, j] for i in range(self._degree + 1) for j in range(self._degree + 1 - i)
+        ]
+        return np.column_stack(cols)
+
+    def __call__(self, ra, dec):
+        """Pixel coordinates ``(x, y)`` of sky positions (degrees)."""
+        ra = np.asarray(ra, dtype=np.float64)
+        xi, eta = self._project(ra.ravel(), np.asarray(dec, dtype=np.float64).ravel())
+        far = ~(np.isfinite(xi) & np.isfinite(eta))
+        xi[far] = 0.0
+        eta[far] = 0.0
+        out = self._vander(xi, eta) @ self._coef
+        out[far] = np.inf  # behind the tangent plane: nowhere on this image
+        return out[:, 0].reshape(ra.shape), out[:, 1].reshape(ra.shape)

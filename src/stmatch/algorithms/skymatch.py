@@ -37,11 +37,13 @@ from scipy import sparse
 from scipy.sparse import csgraph
 
 from .geometry import (
+    FastInverse,
     GeometryError,
     PixelGrid,
+    box_from_nodes,
     candidate_pairs,
     make_footprint,
-    map_region,
+    map_nodes,
     overlap_box,
 )
 from .skysolve import solve_offsets
@@ -447,18 +449,37 @@ def _measure_pairs(inputs, group_of_image, params, cache, progress):
         cand = cand[group_of_image[cand[:, 0]] != group_of_image[cand[:, 1]]]
     cand = _pair_order(n, cand)
     grids = {}
+    inverses = {}
 
     def grid(i):
         if i not in grids:
             grids[i] = PixelGrid(inputs[i].shape, inputs[i].pixel_to_world, params.grid_step)
         return grids[i]
 
+    def inverse(j):
+        """World -> pixel of image j: a validated numpy fit, else the exact callable."""
+        if j not in inverses:
+            try:
+                fast = FastInverse(grid(j), inputs[j].pixel_to_world)
+            except GeometryError:
+                raise
+            except Exception as exc:  # the forward transform failed on the test points
+                raise GeometryError(f"{inputs[j].name}: {exc}") from exc
+            if not fast.ok:
+                log.debug(
+                    "%s: fitted inverse misses by %.2g px; using the exact inverse",
+                    inputs[j].name,
+                    fast.max_error,
+                )
+            inverses[j] = fast if fast.ok else inputs[j].world_to_pixel
+        return inverses[j]
+
     records = []
     total = len(cand)
     step = max(1, total // 10)
     for k, (a, b) in enumerate(cand):
         a, b = int(a), int(b)
-        rec = _measure_pair(a, b, inputs, footprints, grid, cache, params, group_of_image)
+        rec = _measure_pair(a, b, inputs, footprints, grid, inverse, cache, params, group_of_image)
         if rec is not None:
             records.append(rec)
             if not rec.used:
@@ -468,13 +489,19 @@ def _measure_pairs(inputs, group_of_image, params, cache, progress):
     return tuple(records), total, bad_wcs
 
 
-def _side(i, j, inputs, footprints, grid, cache):
+def _side(i, j, inputs, footprints, grid, inverse, cache):
     """Values of image i in its overlap with image j, on pixels valid in both."""
-    box = overlap_box(inputs[i].shape, inputs[i].world_to_pixel, footprints[j])
-    if box is None:
-        return None
-    xo, yo = map_region(grid(i), box, inputs[j].world_to_pixel)
+    g = grid(i)
+    nodes_x, nodes_y = map_nodes(g, inverse(j))
     nyj, nxj = inputs[j].shape
+    box = box_from_nodes(g, nodes_x, nodes_y, (nyj, nxj))
+    if box is None:
+        # No node falls on j: the overlap, if any, is thinner than a grid cell.
+        box = overlap_box(inputs[i].shape, inputs[i].world_to_pixel, footprints[j])
+        if box is None:
+            return None
+    xo = g.interpolate(nodes_x, box)
+    yo = g.interpolate(nodes_y, box)
     # Nearest pixel of j under each centre of i: a centre lies inside j exactly when
     # that pixel index is inside j's array.
     xo += 0.5
@@ -499,11 +526,11 @@ def _side(i, j, inputs, footprints, grid, cache):
     return data_i[box][mask]
 
 
-def _measure_pair(a, b, inputs, footprints, grid, cache, params, group_of_image):
+def _measure_pair(a, b, inputs, footprints, grid, inverse, cache, params, group_of_image):
     ga, gb = int(group_of_image[a]), int(group_of_image[b])
     try:
-        va = _side(a, b, inputs, footprints, grid, cache)
-        vb = _side(b, a, inputs, footprints, grid, cache) if va is not None else None
+        va = _side(a, b, inputs, footprints, grid, inverse, cache)
+        vb = _side(b, a, inputs, footprints, grid, inverse, cache) if va is not None else None
     except (GeometryError, FloatingPointError, ValueError, np.linalg.LinAlgError) as exc:
         log.warning(
             "pair %s / %s dropped: geometry failed (%s)", inputs[a].name, inputs[b].name, exc

@@ -26,7 +26,7 @@ from stpipe.library import AbstractModelLibrary
 from .. import __version__
 from . import _pars
 
-__all__ = ["StmatchStep", "atomic_write"]
+__all__ = ["StmatchStep", "atomic_write", "unvalidated"]
 
 log = logging.getLogger("stmatch.steps")
 
@@ -60,6 +60,30 @@ def atomic_write(path, writer):
     finally:
         shutil.rmtree(tmpdir, ignore_errors=True)
     return str(path)
+
+
+class unvalidated:  # noqa: N801 - used like a function
+    """Context manager: assign metadata without validating each assignment.
+
+    stdatamodels validates the whole metadata tree on every assignment; for a
+    handful of plain values on thousands of models that dominates the run. The
+    model is validated as a whole when it is saved.
+    """
+
+    def __init__(self, model):
+        self._model = model
+        self._before = None
+
+    def __enter__(self):
+        self._before = getattr(self._model, "_validate_on_assignment", None)
+        if self._before is not None:
+            self._model._validate_on_assignment = False
+        return self._model
+
+    def __exit__(self, *exc):
+        if self._before is not None:
+            self._model._validate_on_assignment = self._before
+        return False
 
 
 class StmatchStep(_JwstStep):
@@ -112,7 +136,9 @@ class StmatchStep(_JwstStep):
         super().finalize_result(result, reference_files_used)
         if hasattr(result, "meta") and not isinstance(result, Sequence):
             try:
-                self.record_stmatch(result)
+                recorded = result.meta.instance.get("stmatch", {})
+                if not (isinstance(recorded, dict) and recorded.get("version") == __version__):
+                    self.record_stmatch(result)
             except Exception as exc:  # a model without free-form meta
                 log.debug("Could not record stmatch version: %s", exc)
 

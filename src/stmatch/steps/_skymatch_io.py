@@ -11,7 +11,7 @@ import numpy as np
 from jwst.datamodels import ModelLibrary
 from jwst.lib.suffix import remove_suffix
 
-from ._base import atomic_write
+from ._base import atomic_write, unvalidated
 
 log = logging.getLogger("stmatch.steps.skymatch")
 
@@ -78,14 +78,12 @@ def wcs_callables(model):
 
     # Evaluate the transforms directly: building them on every call (as wcs(...) and
     # wcs.invert(...) do) costs more than the arithmetic for the small arrays we use.
+    # The inverse is built only if the algorithm needs it (it usually fits its own).
     try:
         forward = wcs.forward_transform
     except Exception:
         forward = None
-    try:
-        backward = wcs.backward_transform
-    except (NotImplementedError, Exception):
-        backward = None
+    backward = []
 
     def fwd(x, y):
         if forward is None:
@@ -93,9 +91,14 @@ def wcs_callables(model):
         return forward(x, y, with_bounding_box=False)
 
     def inv(ra, dec):
-        if backward is None:
+        if not backward:
+            try:
+                backward.append(wcs.backward_transform)
+            except Exception:
+                backward.append(None)
+        if backward[0] is None:
             return wcs.invert(ra, dec, with_bounding_box=False)
-        return backward(ra, dec, with_bounding_box=False)
+        return backward[0](ra, dec, with_bounding_box=False)
 
     return fwd, inv
 
@@ -165,31 +168,36 @@ def apply_result(step, library, inputs, result, previous):
     """Write levels into meta.background (and the data when subtracting)."""
     with library:
         for i in range(len(library)):
-            g = int(result.group_of_image[i])
             model = library.borrow(i)
-            if result.valid[g]:
-                new = float(result.level[g])
-                model.meta.background.method = str(step.skymethod)
-                model.meta.background.level = previous[i] + new
-                model.meta.background.subtracted = bool(step.subtract)
-                if step.subtract:
-                    model.data = (model.data - np.float32(new)).astype(model.data.dtype, copy=False)
-                status = "COMPLETE"
-            else:
-                status = "SKIPPED"
-            setattr(model.meta.cal_step, step.class_alias, status)
-            comp = int(result.component[g])
-            step.record_stmatch(
-                model,
-                level=float(result.level[g]),
-                level_err=_finite_or_none(result.level_err[g]),
-                group=str(result.group_keys[g]),
-                component=comp if comp >= 0 else None,
-                n_pairs=int(result.n_pairs[g]),
-                status=status,
-                reason=result.reason[g],
-            )
+            with unvalidated(model):
+                _write_levels(step, model, result, int(result.group_of_image[i]), previous[i])
             library.shelve(model, i)
+
+
+def _write_levels(step, model, result, g, previous):
+    """Record one model's level (and subtract it when asked)."""
+    if result.valid[g]:
+        new = float(result.level[g])
+        model.meta.background.method = str(step.skymethod)
+        model.meta.background.level = previous + new
+        model.meta.background.subtracted = bool(step.subtract)
+        if step.subtract:
+            model.data = (model.data - np.float32(new)).astype(model.data.dtype, copy=False)
+        status = "COMPLETE"
+    else:
+        status = "SKIPPED"
+    setattr(model.meta.cal_step, step.class_alias, status)
+    comp = int(result.component[g])
+    step.record_stmatch(
+        model,
+        level=float(result.level[g]),
+        level_err=_finite_or_none(result.level_err[g]),
+        group=str(result.group_keys[g]),
+        component=comp if comp >= 0 else None,
+        n_pairs=int(result.n_pairs[g]),
+        status=status,
+        reason=result.reason[g],
+    )
 
 
 def _ascii(text, size):
