@@ -101,8 +101,9 @@ class SkyMatchParams:
     stepsize : int or None
         Largest spacing in pixels of footprint outline vertices.
     grid_step : int
-        Spacing in pixels of the exact world-coordinate grid used to map pixels
-        between overlapping images.
+        Largest spacing in pixels of the exact world-coordinate grid used to map
+        pixels between overlapping images (smaller images use a finer grid so that
+        each axis has at least 17 nodes).
     min_pixels : int
         Fewest pixels valid in both images for a pair to be used.
     cache_size : int or None
@@ -113,7 +114,7 @@ class SkyMatchParams:
     match_down: bool = True
     statistic: SkyStatistic = field(default_factory=SkyStatistic)
     stepsize: int | None = None
-    grid_step: int = 16
+    grid_step: int = 32
     min_pixels: int = 10
     cache_size: int | None = None
 
@@ -453,17 +454,18 @@ def _measure_pairs(inputs, group_of_image, params, cache, progress):
 
     def grid(i):
         if i not in grids:
-            grids[i] = PixelGrid(inputs[i].shape, inputs[i].pixel_to_world, params.grid_step)
+            step = min(params.grid_step, max(2, min(inputs[i].shape) // 16))
+            grids[i] = PixelGrid(inputs[i].shape, inputs[i].pixel_to_world, step)
         return grids[i]
 
     def inverse(j):
         """World -> pixel of image j: a validated numpy fit, else the exact callable."""
         if j not in inverses:
             try:
-                fast = FastInverse(grid(j), inputs[j].pixel_to_world)
+                fast = FastInverse(grid(j))
             except GeometryError:
                 raise
-            except Exception as exc:  # the forward transform failed on the test points
+            except Exception as exc:  # the forward transform failed on the grid
                 raise GeometryError(f"{inputs[j].name}: {exc}") from exc
             if not fast.ok:
                 log.debug(
@@ -476,78 +478,110 @@ def _measure_pairs(inputs, group_of_image, params, cache, progress):
 
     records = []
     total = len(cand)
-    step = max(1, total // 10)
+    every = max(1, total // 10)
     for k, (a, b) in enumerate(cand):
         a, b = int(a), int(b)
-        rec = _measure_pair(a, b, inputs, footprints, grid, inverse, cache, params, group_of_image)
+        ga, gb = int(group_of_image[a]), int(group_of_image[b])
+        try:
+            sides = [
+                _SideInput(
+                    inputs[i].shape,
+                    grid(i),
+                    inverse(j),
+                    inputs[j].shape,
+                    cache.get(i),
+                    cache.get(j),
+                    _fallback_box(inputs[i], footprints[j]),
+                )
+                for i, j in ((a, b), (b, a))
+            ]
+            rec = _measure_pair(a, b, ga, gb, sides, params)
+        except _GEOMETRY_ERRORS as exc:
+            log.warning(
+                "pair %s / %s dropped: geometry failed (%s)", inputs[a].name, inputs[b].name, exc
+            )
+            rec = PairRecord(
+                a,
+                b,
+                ga,
+                gb,
+                0,
+                math.nan,
+                math.nan,
+                math.nan,
+                math.nan,
+                False,
+                f"geometry failed: {exc}",
+            )
         if rec is not None:
             records.append(rec)
             if not rec.used:
                 log.debug("pair %s / %s not used: %s", inputs[a].name, inputs[b].name, rec.reason)
-        if progress is not None and ((k + 1) % step == 0 or k + 1 == total):
+        if progress is not None and ((k + 1) % every == 0 or k + 1 == total):
             progress(k + 1, total)
     return tuple(records), total, bad_wcs
 
 
-def _side(i, j, inputs, footprints, grid, inverse, cache):
-    """Values of image i in its overlap with image j, on pixels valid in both."""
-    g = grid(i)
-    nodes_x, nodes_y = map_nodes(g, inverse(j))
-    nyj, nxj = inputs[j].shape
+_GEOMETRY_ERRORS = (GeometryError, FloatingPointError, ValueError, np.linalg.LinAlgError)
+
+
+def _fallback_box(inp, footprint_other):
+    def box():
+        return overlap_box(inp.shape, inp.world_to_pixel, footprint_other)
+
+    return box
+
+
+@dataclass(frozen=True)
+class _SideInput:
+    """What one side of a pair needs: geometry, the other image's inverse, pixels."""
+
+    shape: tuple
+    grid: PixelGrid
+    inverse_other: Callable
+    shape_other: tuple
+    pixels: tuple
+    pixels_other: tuple
+    fallback_box: Callable
+
+
+def _side(side: _SideInput):
+    """Values of an image in its overlap with another, on pixels valid in both."""
+    g = side.grid
+    nodes_x, nodes_y = map_nodes(g, side.inverse_other)
+    nyj, nxj = side.shape_other
     box = box_from_nodes(g, nodes_x, nodes_y, (nyj, nxj))
     if box is None:
-        # No node falls on j: the overlap, if any, is thinner than a grid cell.
-        box = overlap_box(inputs[i].shape, inputs[i].world_to_pixel, footprints[j])
+        # No node falls on the other image: the overlap, if any, is thinner than a
+        # grid cell; decide with the exact outline.
+        box = side.fallback_box()
         if box is None:
             return None
-    xo = g.interpolate(nodes_x, box)
-    yo = g.interpolate(nodes_y, box)
-    # Nearest pixel of j under each centre of i: a centre lies inside j exactly when
-    # that pixel index is inside j's array.
-    xo += 0.5
-    yo += 0.5
-    np.floor(xo, out=xo)
-    np.floor(yo, out=yo)
-    if xo.max() < 0 or yo.max() < 0 or xo.min() >= nxj or yo.min() >= nyj:
+    # float32 positions (~1e-3 px) are plenty to pick the nearest pixel.
+    xo = g.interpolate(nodes_x, box, np.float32)
+    yo = g.interpolate(nodes_y, box, np.float32)
+    # A centre lies on the other image when its position, shifted by half a pixel,
+    # is in [0, n): the integer part is then the other image's nearest pixel.
+    xo += np.float32(0.5)
+    yo += np.float32(0.5)
+    mask = (xo >= 0) & (xo < nxj) & (yo >= 0) & (yo < nyj)
+    if not mask.any():
         return None
-    jx = xo.astype(np.int64)
-    jy = yo.astype(np.int64)
-    inside = (jx >= 0) & (jx < nxj) & (jy >= 0) & (jy < nyj)
-    if not inside.any():
-        return None
-    data_i, good_i = cache.get(i)
-    _, good_j = cache.get(j)
-    mask = inside
+    data_i, good_i = side.pixels
+    good_j = side.pixels_other[1]
     mask &= good_i[box]
-    flat = jy * nxj
-    flat += jx
+    flat = yo.astype(np.int32)
+    flat *= nxj
+    flat += xo.astype(np.int32)
     np.clip(flat, 0, nxj * nyj - 1, out=flat)
     mask &= good_j.ravel().take(flat)
     return data_i[box][mask]
 
 
-def _measure_pair(a, b, inputs, footprints, grid, inverse, cache, params, group_of_image):
-    ga, gb = int(group_of_image[a]), int(group_of_image[b])
-    try:
-        va = _side(a, b, inputs, footprints, grid, inverse, cache)
-        vb = _side(b, a, inputs, footprints, grid, inverse, cache) if va is not None else None
-    except (GeometryError, FloatingPointError, ValueError, np.linalg.LinAlgError) as exc:
-        log.warning(
-            "pair %s / %s dropped: geometry failed (%s)", inputs[a].name, inputs[b].name, exc
-        )
-        return PairRecord(
-            a,
-            b,
-            ga,
-            gb,
-            0,
-            math.nan,
-            math.nan,
-            math.nan,
-            math.nan,
-            False,
-            f"geometry failed: {exc}",
-        )
+def _measure_pair(a, b, ga, gb, sides, params):
+    """Statistics of both sides of one pair and their difference."""
+    va = _side(sides[0])
+    vb = _side(sides[1]) if va is not None else None
     if va is None or vb is None:
         return None  # bounding circles touch but the images do not overlap
     npix = int(min(va.size, vb.size))

@@ -169,34 +169,34 @@ class SkyStatistic:
         # Work on values shifted by a typical value for a stable sum of squares.
         shift = float(v[v.size // 2])
         d = v - v.dtype.type(shift)
-        d2 = np.square(d)
         lo_d, hi_d = lo - shift, hi - shift
         lo_c, hi_c = lo_d, hi_d
-        sel = None
+        # `cur` holds the values of d inside [cur_lo, cur_hi]. When new limits nest
+        # inside the old ones (the usual case) they select from `cur`, which shrinks,
+        # instead of from all values; the result is identical.
+        cur = d
+        cur_lo, cur_hi = -np.inf, np.inf
         n_prev = -1
+        mean_d = std = math.nan
         for iteration in range(self.nclip + 1):
-            if iteration == 0:
-                sel = None
-                n = d.size
-                s1 = float(np.sum(d, dtype=np.float64))
-                s2 = float(np.sum(d2, dtype=np.float64))
-            else:
-                sel = (d >= lo_c) & (d <= hi_c)
-                n = int(np.count_nonzero(sel))
-                if n == 0:
-                    return _INVALID
-                if n == n_prev:
-                    break
-                s1 = float(np.sum(d, where=sel, dtype=np.float64))
-                s2 = float(np.sum(d2, where=sel, dtype=np.float64))
-            mean_d = s1 / n
-            var = max(s2 / n - mean_d * mean_d, 0.0) * (n / (n - 1) if n > 1 else 0.0)
+            if iteration:
+                base = cur if (lo_c >= cur_lo and hi_c <= cur_hi) else d
+                cur = base[(base >= lo_c) & (base <= hi_c)]
+                cur_lo, cur_hi = lo_c, hi_c
+            n = cur.size
+            if n == 0:
+                return _INVALID
+            if n == n_prev:
+                break
+            mean_d = float(np.sum(cur, dtype=np.float64)) / n
+            dev = cur - cur.dtype.type(mean_d)
+            var = float(np.dot(dev, dev)) / (n - 1) if n > 1 else 0.0
             std = math.sqrt(var)
             n_prev = n
             lo_c = max(lo_d, mean_d - self.lsigma * std)
             hi_c = min(hi_d, mean_d + self.usigma * std)
 
-        clipped = d if sel is None else d[sel]
+        clipped = cur
         n = clipped.size
         if self.skystat == "mean":
             value_d = mean_d

@@ -58,7 +58,7 @@ class SkyMatchStep(StmatchStep):
         in_memory = boolean(default=True) # If False, preserve memory using temporary files
         # stmatch additions:
         min_overlap_pixels = integer(min=1, default=10) # fewest pixels valid in both images for a pair to count
-        grid_step = integer(min=1, default=16) # spacing (pixels) of exact WCS evaluations when mapping overlaps
+        grid_step = integer(min=1, default=32) # largest spacing (pixels) of exact WCS evaluations when mapping overlaps
         cache_size = integer(min=2, default=16) # images held in memory at once when in_memory is False
         save_solution = boolean(default=True) # write the solution table (ASDF + ECSV) beside saved outputs
         save_qa = boolean(default=False) # write a QA figure (PNG) of footprints, levels and the overlap graph
@@ -78,7 +78,8 @@ class SkyMatchStep(StmatchStep):
         ModelLibrary
             The input models with sky information recorded.
         """
-        self.solution = None
+        self._solution = None
+        self._solution_parts = None
         library = io.open_library(self, input_models)
         n = len(library)
         if n == 0:
@@ -123,9 +124,19 @@ class SkyMatchStep(StmatchStep):
             result = match_sky(inputs, params, progress=_progress_logger())
         io.log_solution(result, inputs)
         io.apply_result(self, library, inputs, result, previous)
-        self.solution = io.solution_model(self, library, inputs, result)
+        self._solution_parts = (library, inputs, result)
         io.save_products(self, library, inputs, result)
         return library
+
+    @property
+    def solution(self):
+        """The :class:`~stmatch.models.SkyMatchSolutionModel` of the last run (or None).
+
+        Built on first access, so runs that never look at it do not pay for it.
+        """
+        if getattr(self, "_solution", None) is None and getattr(self, "_solution_parts", None):
+            self._solution = io.solution_model(self, *self._solution_parts)
+        return getattr(self, "_solution", None)
 
     def _sky_inputs(self, library, dqbits):
         """SkyInput per model (arrays loaded lazily) and previous background levels."""
