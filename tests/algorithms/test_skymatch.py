@@ -217,3 +217,18 @@ def test_params_validate():
         SkyMatchParams(cache_size=1)
     with pytest.raises(ValueError):
         match_sky([])
+
+
+def test_identical_and_nearly_identical_footprints():
+    """Spherical polygon libraries fail on (nearly) identical outlines; we do not."""
+    shape = (100, 100)
+    a = Tan(150.0, 2.0, (49.5, 49.5))
+    b = Tan(150.0, 2.0, (49.5, 49.5))  # identical
+    c = Tan(150.0, 2.0, (49.5 + 1e-9, 49.5 - 1e-9))  # nearly identical
+    res = match_sky(
+        _inputs([a, b, c], shape, np.array([1.0, 4.0, 2.5]), noise=0.05),
+        SkyMatchParams(skymethod="match", statistic=SkyStatistic("mean")),
+    )
+    assert all(p.used for p in res.pairs) and len(res.pairs) == 3
+    assert all(p.npix > 0.99 * 100 * 100 for p in res.pairs)  # a few 4-sigma clips
+    assert np.allclose(res.level, [0.0, 3.0, 1.5], atol=0.01)

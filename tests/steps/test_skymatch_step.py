@@ -233,3 +233,15 @@ def test_refuses_to_overwrite_input(mosaic_3x3, tmp_path):
         step.run([str(tmp_path / p.name) for p in src])
     assert target.read_bytes() == before
     assert Path(target).exists()
+
+
+def test_progress_is_logged_on_long_runs(caplog):
+    from stmatch.datasets import make_mosaic
+
+    mosaic = make_mosaic(8, 8, shape=(32, 32), overlap=0.25, n_stars=0, n_diffuse=0, seed=5)
+    with caplog.at_level(logging.INFO, logger="stmatch"):
+        SkyMatchStep.call(mosaic.models, skystat="mean")
+    progress = [r.message for r in caplog.records if "overlap statistics:" in r.message]
+    assert len(progress) >= 5
+    assert progress[-1].endswith(progress[-1].split("/")[-1])  # "... N / N candidate pairs"
+    assert "Measured" in caplog.text
