@@ -212,9 +212,9 @@ def _finite_or_none(x):
 def solution_model(step, library, inputs, result):
     """The SkyMatchSolutionModel of a run."""
     from .. import __version__
-    from ..models import IMAGES_DTYPE, PAIRS_DTYPE, SkyMatchSolutionModel
+    from ..models import SkyMatchSolutionModel, empty_images, empty_pairs
 
-    images = np.zeros(len(inputs), dtype=IMAGES_DTYPE)
+    images = empty_images(len(inputs))
     for i, inp in enumerate(inputs):
         g = int(result.group_of_image[i])
         images[i] = (
@@ -229,7 +229,7 @@ def solution_model(step, library, inputs, result):
             "COMPLETE" if result.valid[g] else "SKIPPED",
             _ascii(result.reason[g], 255),
         )
-    pairs = np.zeros(len(result.pairs), dtype=PAIRS_DTYPE)
+    pairs = empty_pairs(len(result.pairs))
     for k, p in enumerate(result.pairs):
         pairs[k] = (
             p.a,
