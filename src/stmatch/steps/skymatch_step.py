@@ -59,7 +59,7 @@ class SkyMatchStep(StmatchStep):
         # stmatch additions:
         min_overlap_pixels = integer(min=1, default=10) # fewest pixels valid in both images for a pair to count
         grid_step = integer(min=1, default=32) # largest spacing (pixels) of exact WCS evaluations when mapping overlaps
-        cache_size = integer(min=2, default=16) # images held in memory at once when in_memory is False
+        cache_size = integer(min=2, default=16) # images whose pixels and masks are held at once while measuring overlaps
         save_solution = boolean(default=True) # write the solution table (ASDF + ECSV) beside saved outputs
         save_qa = boolean(default=False) # write a QA figure (PNG) of footprints, levels and the overlap graph
         output_use_model = boolean(default=True) # name outputs after each input model
@@ -110,7 +110,7 @@ class SkyMatchStep(StmatchStep):
             stepsize=self.stepsize,
             grid_step=self.grid_step,
             min_pixels=self.min_overlap_pixels,
-            cache_size=None if self.in_memory else self.cache_size,
+            cache_size=self.cache_size,
         )
         with library:
             inputs, previous = self._sky_inputs(library, dqbits)
