@@ -9,14 +9,18 @@ Strategy
 2. Candidate pairs come from a k-d tree on the centre unit vectors: two
    footprints can only overlap if their centres are closer than the sum of their
    radii. The cost grows with the number of neighbours, not with N².
-3. For each candidate pair, the other image's outline is mapped into this image's
-   pixel frame and clipped with the pixel rectangle (Sutherland–Hodgman); an empty
-   clip means no overlap. Inside the clipped bounding box, every pixel centre is
-   mapped into the other image exactly on a coarse grid and by a smooth
-   interpolant in between, and a pixel belongs to the overlap when its centre
-   falls inside the other image's pixel area. No spherical polygon arithmetic is
-   needed, so the failure modes of spherical polygon libraries (near-identical
-   footprints, empty intersections of intersecting polygons) cannot occur.
+3. Each image's WCS is evaluated exactly on a coarse grid of pixel centres
+   (:class:`PixelGrid`), and a numpy world -> pixel map is fitted to that grid
+   (:class:`FastInverse`, checked on nodes it was not fitted to; the exact inverse
+   is used when the check fails). For each candidate pair, one image's nodes are
+   mapped into the other; the nodes that land on it bound the overlap
+   (:func:`box_from_nodes`; an overlap thinner than one grid cell is found by
+   clipping the exact outline, :func:`overlap_box`). Every pixel centre in that
+   box is then placed in the other image by cubic-spline interpolation between
+   the nodes, and a pixel belongs to the overlap when its centre falls inside the
+   other image's pixel area. No spherical polygon arithmetic is needed, so the
+   failure modes of spherical polygon libraries (near-identical footprints, empty
+   intersections of intersecting polygons) cannot occur.
 """
 
 from __future__ import annotations
