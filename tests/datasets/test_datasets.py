@@ -397,13 +397,11 @@ class TestRender:
         assert not np.array_equal(a.data, c.data, equal_nan=True)
         assert not np.array_equal(a.dq, c.dq)
 
-    def test_1024_render_speed(self):
-        import time
-
-        make_image((64, 64))  # warm up imports
-        t0 = time.perf_counter()
-        make_image((1024, 1024), n_stars=300, n_diffuse=2, gain=2.0, distortion=1e-3)
-        assert time.perf_counter() - t0 < 3.0  # well under 1 s normally; loose for busy CI
+    def test_1024_render_with_all_options(self):
+        # Rendering speed is a benchmark matter; here: the full-featured render works.
+        model = make_image((1024, 1024), n_stars=300, n_diffuse=2, gain=2.0, distortion=1e-3)
+        assert model.data.shape == (1024, 1024) and np.isfinite(model.data).all()
+        assert (model.var_poisson > 0).any()
 
 
 # --------------------------------------------------------------------------- mosaic

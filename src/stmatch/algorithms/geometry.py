@@ -35,11 +35,13 @@ from scipy.spatial import cKDTree
 __all__ = [
     "FastInverse",
     "Footprint",
+    "ImageGeometry",
     "GeometryError",
     "PixelGrid",
     "candidate_pairs",
     "clip_polygon_to_box",
     "edge_points",
+    "image_geometry",
     "box_from_nodes",
     "make_footprint",
     "map_nodes",
@@ -493,3 +495,62 @@ class FastInverse:
         out = self._vander(xi, eta) @ self._coef
         out[far] = np.inf  # behind the tangent plane: nowhere on this image
         return out[:, 0].reshape(ra.shape), out[:, 1].reshape(ra.shape)
+
+
+@dataclass(frozen=True)
+class ImageGeometry:
+    """Everything sky matching needs of an image's WCS, computed once.
+
+    Attributes
+    ----------
+    footprint : Footprint or None
+    grid : PixelGrid or None
+    inverse : callable or None
+        World -> pixel: a validated :class:`FastInverse`, or the exact inverse when
+        the fit fails its check.
+    error : str
+        Why the geometry could not be computed ('' when it could).
+    """
+
+    footprint: Footprint | None
+    grid: PixelGrid | None
+    inverse: object | None
+    error: str = ""
+
+    @property
+    def ok(self) -> bool:
+        """True when footprint, grid and inverse are available."""
+        return not self.error
+
+
+def image_geometry(shape, pixel_to_world, world_to_pixel, *, stepsize=None, grid_step=32):
+    """Footprint, WCS grid and world -> pixel map of one image.
+
+    After this, the image's WCS is needed again only when the fitted inverse fails
+    its check (``inverse`` is then ``world_to_pixel`` itself), so callers can
+    release WCS objects of large mosaics.
+
+    Parameters
+    ----------
+    shape : tuple of int
+    pixel_to_world, world_to_pixel : callable
+    stepsize : int or None
+        See :func:`make_footprint`.
+    grid_step : int
+        Largest grid spacing; at least 17 nodes per axis are used.
+
+    Returns
+    -------
+    ImageGeometry
+        With ``error`` set instead of raising when the WCS fails.
+    """
+    try:
+        footprint = make_footprint(shape, pixel_to_world, stepsize)
+        step = min(int(grid_step), max(2, min(shape) // 16))
+        grid = PixelGrid(shape, pixel_to_world, step)
+        fast = FastInverse(grid)
+    except GeometryError as exc:
+        return ImageGeometry(None, None, None, f"invalid WCS footprint: {exc}")
+    except Exception as exc:  # any failure of a user's WCS callable
+        return ImageGeometry(None, None, None, f"invalid WCS footprint: {exc}")
+    return ImageGeometry(footprint, grid, fast if fast.ok else world_to_pixel)

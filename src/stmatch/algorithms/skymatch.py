@@ -37,12 +37,12 @@ from scipy import sparse
 from scipy.sparse import csgraph
 
 from .geometry import (
-    FastInverse,
     GeometryError,
+    ImageGeometry,
     PixelGrid,
     box_from_nodes,
     candidate_pairs,
-    make_footprint,
+    image_geometry,
     map_nodes,
     overlap_box,
 )
@@ -76,6 +76,10 @@ class SkyInput:
     group : hashable, optional
         Images with equal ``group`` share one sky level (detectors of one exposure).
         None puts the image in a group of its own.
+    geometry : ImageGeometry, optional
+        Precomputed :func:`~stmatch.algorithms.geometry.image_geometry`; when given,
+        the WCS callables are not used (they may be None), so a caller can release
+        WCS objects after computing it.
     """
 
     name: str
@@ -84,6 +88,7 @@ class SkyInput:
     world_to_pixel: Callable
     load: Callable
     group: Hashable = None
+    geometry: ImageGeometry | None = None
 
 
 @dataclass(frozen=True)
@@ -432,49 +437,30 @@ def _pair_order(n, pairs):
 
 def _measure_pairs(inputs, group_of_image, params, cache, progress):
     n = len(inputs)
-    footprints = [None] * n
+    geometry = [
+        inp.geometry
+        if inp.geometry is not None
+        else image_geometry(
+            inp.shape,
+            inp.pixel_to_world,
+            inp.world_to_pixel,
+            stepsize=params.stepsize,
+            grid_step=params.grid_step,
+        )
+        for inp in inputs
+    ]
     bad_wcs = {}
-    for i, inp in enumerate(inputs):
-        try:
-            footprints[i] = make_footprint(inp.shape, inp.pixel_to_world, params.stepsize)
-        except GeometryError as exc:
-            bad_wcs[int(group_of_image[i])] = f"invalid WCS footprint: {exc}"
-            log.warning(
-                "%s: cannot compute footprint (%s); image left out of matching", inp.name, exc
-            )
-    ok = [i for i in range(n) if footprints[i] is not None]
-    cand = candidate_pairs([footprints[i] for i in ok])
+    for i, geo in enumerate(geometry):
+        if not geo.ok:
+            bad_wcs[int(group_of_image[i])] = geo.error
+            log.warning("%s: %s; image left out of matching", inputs[i].name, geo.error)
+    ok = [i for i in range(n) if geometry[i].ok]
+    cand = candidate_pairs([geometry[i].footprint for i in ok])
     cand = np.array(ok, dtype=np.intp)[cand] if len(cand) else cand
     # Pairs inside one group carry no information about group levels.
     if len(cand):
         cand = cand[group_of_image[cand[:, 0]] != group_of_image[cand[:, 1]]]
     cand = _pair_order(n, cand)
-    grids = {}
-    inverses = {}
-
-    def grid(i):
-        if i not in grids:
-            step = min(params.grid_step, max(2, min(inputs[i].shape) // 16))
-            grids[i] = PixelGrid(inputs[i].shape, inputs[i].pixel_to_world, step)
-        return grids[i]
-
-    def inverse(j):
-        """World -> pixel of image j: a validated numpy fit, else the exact callable."""
-        if j not in inverses:
-            try:
-                fast = FastInverse(grid(j))
-            except GeometryError:
-                raise
-            except Exception as exc:  # the forward transform failed on the grid
-                raise GeometryError(f"{inputs[j].name}: {exc}") from exc
-            if not fast.ok:
-                log.debug(
-                    "%s: fitted inverse misses by %.2g px; using the exact inverse",
-                    inputs[j].name,
-                    fast.max_error,
-                )
-            inverses[j] = fast if fast.ok else inputs[j].world_to_pixel
-        return inverses[j]
 
     records = []
     total = len(cand)
@@ -486,12 +472,12 @@ def _measure_pairs(inputs, group_of_image, params, cache, progress):
             sides = [
                 _SideInput(
                     inputs[i].shape,
-                    grid(i),
-                    inverse(j),
+                    geometry[i].grid,
+                    geometry[j].inverse,
                     inputs[j].shape,
                     cache.get(i),
                     cache.get(j),
-                    _fallback_box(inputs[i], footprints[j]),
+                    _fallback_box(inputs[i].shape, geometry[i].inverse, geometry[j].footprint),
                 )
                 for i, j in ((a, b), (b, a))
             ]
@@ -525,9 +511,11 @@ def _measure_pairs(inputs, group_of_image, params, cache, progress):
 _GEOMETRY_ERRORS = (GeometryError, FloatingPointError, ValueError, np.linalg.LinAlgError)
 
 
-def _fallback_box(inp, footprint_other):
+def _fallback_box(shape, world_to_pixel, footprint_other):
+    """Exact-outline overlap box, evaluated only when no grid node decides it."""
+
     def box():
-        return overlap_box(inp.shape, inp.world_to_pixel, footprint_other)
+        return overlap_box(shape, world_to_pixel, footprint_other)
 
     return box
 

@@ -6,8 +6,6 @@ import math
 
 import numpy as np
 
-from ..algorithms.geometry import edge_points
-
 
 def skymatch_figure(inputs, result, path):
     """Write a PNG: left, footprints coloured by solved level with the overlap graph;
@@ -29,16 +27,12 @@ def skymatch_figure(inputs, result, path):
     polys, centres, ok = [], [], []
     ra0 = dec0 = None
     for inp in inputs:
-        x, y = edge_points(inp.shape, None, min_per_side=5)
-        try:
-            ra, dec = inp.pixel_to_world(x, y)
-            ra, dec = np.asarray(ra, float), np.asarray(dec, float)
-            if not (np.isfinite(ra).all() and np.isfinite(dec).all()):
-                raise ValueError
-        except Exception:
+        geo = inp.geometry
+        if geo is None or not geo.ok:
             polys.append(None)
             centres.append((math.nan, math.nan))
             continue
+        ra, dec = geo.footprint.ra, geo.footprint.dec
         if ra0 is None:
             ra0, dec0 = float(np.mean(ra)), float(np.mean(dec))
         # Local flat projection in arcmin (east to the left).

@@ -16,6 +16,7 @@ from astropy.nddata.bitmask import bitfield_to_boolean_mask, interpret_bit_flags
 from stdatamodels.jwst.datamodels.dqflags import pixel as DQ_PIXEL
 
 from ..algorithms import SkyInput, SkyMatchParams, SkyStatistic, match_sky
+from ..algorithms.geometry import image_geometry
 from . import _skymatch_io as io
 from ._base import StmatchStep
 
@@ -140,6 +141,7 @@ class SkyMatchStep(StmatchStep):
 
     def _sky_inputs(self, library, dqbits):
         """SkyInput per model (arrays loaded lazily) and previous background levels."""
+        need_geometry = "match" in self.skymethod or self.save_qa
         group_of = {}
         for gid, indices in library.group_indices.items():
             for i in indices:
@@ -156,18 +158,26 @@ class SkyMatchStep(StmatchStep):
                         f"{None if data is None else np.shape(data)}"
                     )
                 previous.append(io.previous_level(model, self.subtract))
-                fwd, inv = io.wcs_callables(model)
                 shape = tuple(int(s) for s in data.shape)
+                # Only matching needs the WCS: its geometry is computed now, while
+                # the model is open, and the WCS object is not kept (large mosaics).
+                geometry = None
+                if need_geometry:
+                    fwd, inv = io.wcs_callables(model)
+                    geometry = image_geometry(
+                        shape, fwd, inv, stepsize=self.stepsize, grid_step=self.grid_step
+                    )
             finally:
                 library.shelve(model, i, modify=False)
             inputs.append(
                 SkyInput(
                     name,
                     shape,
-                    fwd,
-                    inv,
+                    None,
+                    None,
                     _loader(library, i, dqbits),
                     group=str(group_of.get(i, name)),
+                    geometry=geometry,
                 )
             )
         return inputs, previous
