@@ -308,8 +308,13 @@ def main(argv=None):
                         help="also report tracemalloc peaks (slows Python-heavy code)")
     parser.add_argument("--profile", action="store_true",
                         help="only print a cProfile top 20 of ours on case A")
+    parser.add_argument("--blas-threads", type=int,
+                        help="set OPENBLAS/OMP/MKL_NUM_THREADS for the workers (default: unset)")
     parser.add_argument("--worker", help=argparse.SUPPRESS)
     args = parser.parse_args(argv)
+    if args.blas_threads:  # inherited by the worker processes
+        for var in ("OPENBLAS_NUM_THREADS", "OMP_NUM_THREADS", "MKL_NUM_THREADS"):
+            os.environ[var] = str(args.blas_threads)
     if args.worker:
         return worker(json.loads(args.worker))
     if args.profile:
@@ -321,13 +326,15 @@ def main(argv=None):
     from importlib.metadata import version
 
     print(f"python {platform.python_version()}, stmatch {version('stmatch')}, jwst "
-          f"{version('jwst')}, {os.cpu_count()} cores, {'quick' if args.quick else 'full'} run",
-          flush=True)
+          f"{version('jwst')}, {os.cpu_count()} cores, {'quick' if args.quick else 'full'} run, "
+          f"BLAS threads: {os.environ.get('OPENBLAS_NUM_THREADS', 'default')}, "
+          f"load average {os.getloadavg()[0]:.2f}", flush=True)
     summary = []
     for case in args.cases.upper().split(","):
         summary += {"A": case_a, "B": case_b, "C": case_c}[case.strip()](args.quick,
                                                                           args.tracemalloc)
-    print("\nSummary")
+    print(f"\nSummary (load average at the end: {os.getloadavg()[0]:.2f}; other processes on "
+          "the machine slow multi-threaded BLAS calls a lot)")
     for line in summary:
         print("  " + line)
 

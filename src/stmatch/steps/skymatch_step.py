@@ -190,12 +190,11 @@ def _loader(library, index, dqbits):
         model = library.borrow(index)
         try:
             data = model.data
+            # NaNs are excluded by the algorithm itself; here only the DQ selection.
             if dqbits is None or model.dq is None or np.shape(model.dq) != np.shape(data):
-                good = np.isfinite(data)
+                good = np.ones(np.shape(data), dtype=bool)
             else:
-                good = bitfield_to_boolean_mask(
-                    model.dq, dqbits, good_mask_value=True, dtype=bool
-                ) & np.isfinite(data)
+                good = bitfield_to_boolean_mask(model.dq, dqbits, good_mask_value=True, dtype=bool)
         finally:
             library.shelve(model, index, modify=False)
         return data, good
