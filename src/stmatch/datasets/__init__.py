@@ -16,7 +16,8 @@ the same arguments always give the same arrays.
 """
 
 from ._mosaic import Mosaic, make_mosaic, write_mosaic
-from ._scene import Scene, make_image, make_scene, render_image
+from ._render import make_image, render_image
+from ._scene import Scene, make_scene
 from ._wcs import make_tan_wcs
 
 __all__ = [

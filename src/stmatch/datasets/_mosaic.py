@@ -7,12 +7,12 @@ from pathlib import Path
 
 import numpy as np
 
+from ._render import _render_image
 from ._scene import (
     _INSTRUMENT_DEFAULTS,
     _NIRCAM_DETECTORS,
     Scene,
     _offset_by,
-    _render_image,
     make_scene,
 )
 from ._wcs import _cd_matrix, make_tan_wcs

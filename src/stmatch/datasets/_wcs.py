@@ -286,3 +286,77 @@ def _tan_fits_keywords(shape, *, ra, dec, pixel_scale, rotation, crpix=None):
         "vparity": -1,
         "wcsaxes": 2,
     }
+
+
+def _local_linear_wcs(wcs, shape):
+    """
+    Local linear approximation of ``wcs`` at the image centre.
+
+    Parameters
+    ----------
+    wcs : gwcs.wcs.WCS
+        Imaging WCS.
+    shape : tuple of int
+        Image shape ``(ny, nx)``.
+
+    Returns
+    -------
+    dict
+        ``ra``, ``dec`` of the centre pixel, ``crpix`` (0-based),
+        ``pixel_scale`` (arcsec), ``rotation`` (degrees, PA of +y east of north)
+        and ``cd`` (degrees/pixel, 2x2).
+    """
+    ny, nx = shape
+    x0, y0 = (nx - 1) / 2.0, (ny - 1) / 2.0
+    transform = wcs.forward_transform
+    h = 0.5
+    ra, dec = transform(
+        np.array([x0, x0 + h, x0 - h, x0, x0]), np.array([y0, y0, y0, y0 + h, y0 - h])
+    )
+    # project on the tangent plane at the centre (xi east, eta north), degrees
+    ra0, dec0 = math.radians(ra[0]), math.radians(dec[0])
+    r, d = np.radians(ra), np.radians(dec)
+    cosc = math.sin(dec0) * np.sin(d) + math.cos(dec0) * np.cos(d) * np.cos(r - ra0)
+    xi = np.cos(d) * np.sin(r - ra0) / cosc
+    eta = (math.cos(dec0) * np.sin(d) - math.sin(dec0) * np.cos(d) * np.cos(r - ra0)) / cosc
+    xi, eta = np.degrees(xi), np.degrees(eta)
+    cd = np.array(
+        [
+            [(xi[1] - xi[2]) / (2 * h), (xi[3] - xi[4]) / (2 * h)],
+            [(eta[1] - eta[2]) / (2 * h), (eta[3] - eta[4]) / (2 * h)],
+        ]
+    )
+    scale_deg = math.sqrt(abs(np.linalg.det(cd)))
+    rotation = math.degrees(math.atan2(cd[0, 1], cd[1, 1]))
+    return {
+        "ra": float(ra[0]),
+        "dec": float(dec[0]),
+        "crpix": (x0, y0),
+        "pixel_scale": scale_deg * 3600.0,
+        "rotation": rotation,
+        "cd": cd,
+    }
+
+
+def _s_region(wcs, shape):
+    """
+    ``POLYGON ICRS`` string of the image corners.
+
+    Parameters
+    ----------
+    wcs : gwcs.wcs.WCS
+        Image WCS.
+    shape : tuple of int
+        ``(ny, nx)``.
+
+    Returns
+    -------
+    str
+        The S_REGION value.
+    """
+    ny, nx = shape
+    x = np.array([-0.5, nx - 0.5, nx - 0.5, -0.5])
+    y = np.array([-0.5, -0.5, ny - 0.5, ny - 0.5])
+    ra, dec = wcs.forward_transform(x, y)
+    coords = " ".join(f"{r:.9f} {d:.9f}" for r, d in zip(ra, dec, strict=True))
+    return f"POLYGON ICRS  {coords}"
