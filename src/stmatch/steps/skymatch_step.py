@@ -14,6 +14,7 @@ import logging
 import numpy as np
 from astropy.nddata.bitmask import bitfield_to_boolean_mask, interpret_bit_flags
 from stdatamodels.jwst.datamodels.dqflags import pixel as DQ_PIXEL
+from threadpoolctl import threadpool_limits
 
 from ..algorithms import SkyInput, SkyMatchParams, SkyStatistic, match_sky
 from ..algorithms.geometry import image_geometry
@@ -122,7 +123,10 @@ class SkyMatchStep(StmatchStep):
                 "Stage 1/3: footprints and candidate pairs; stage 2/3: overlap "
                 "statistics; stage 3/3: solution"
             )
-            result = match_sky(inputs, params, progress=_progress_logger())
+            # The matrix products here are small: multi-threaded BLAS gains nothing
+            # and, when another process holds a core, its spinning threads cost 4x.
+            with threadpool_limits(limits=1, user_api="blas"):
+                result = match_sky(inputs, params, progress=_progress_logger())
         io.log_solution(result, inputs)
         io.apply_result(self, library, inputs, result, previous)
         self._solution_parts = (library, inputs, result)
