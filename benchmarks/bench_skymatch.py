@@ -1,7 +1,7 @@
 """Benchmark stmatch's SkyMatchStep against jwst's SkyMatchStep on synthetic mosaics.
 
 Usage: ``python benchmarks/bench_skymatch.py [--quick] [--cases A,B,C] [--tracemalloc]
-[--profile]``; see ``benchmarks/README.md`` for the cases (A: 5x5 of 1024^2, ours vs
+[--profile] [--blas-threads N]``; see ``benchmarks/README.md`` for the cases (A: 5x5 of 1024^2, ours vs
 jwst; B: 1,000 of 256^2, jwst extrapolated from sub-grids; C: our memory versus N).
 
 Each (tool, case) runs in a fresh process (this script with ``--worker``) that builds or
@@ -24,6 +24,7 @@ HERE = Path(__file__).resolve().parent
 CACHE = HERE / ".cache"
 sys.path.insert(0, str(HERE))
 from _measure import measure, report, run_isolated  # noqa: E402
+
 PARAMS = {"skymethod": "match", "skystat": "mode", "match_down": True, "subtract": False}
 
 
@@ -333,8 +334,8 @@ def main(argv=None):
     for case in args.cases.upper().split(","):
         summary += {"A": case_a, "B": case_b, "C": case_c}[case.strip()](args.quick,
                                                                           args.tracemalloc)
-    print(f"\nSummary (load average at the end: {os.getloadavg()[0]:.2f}; other processes on "
-          "the machine slow multi-threaded BLAS calls a lot)")
+    print(f"\nSummary (load average at the end: {os.getloadavg()[0]:.2f}; one run per row, "
+          "times vary by ~10 % between runs)")
     for line in summary:
         print("  " + line)
 
