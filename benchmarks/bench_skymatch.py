@@ -1,7 +1,8 @@
 """Benchmark stmatch's SkyMatchStep against jwst's SkyMatchStep on synthetic mosaics.
 
 Usage: ``python benchmarks/bench_skymatch.py [--quick] [--cases A,B,C] [--tracemalloc]
-[--profile] [--blas-threads N]``; see ``benchmarks/README.md`` for the cases (A: 5x5 of 1024^2, ours vs
+[--profile] [--blas-threads N]``; see ``benchmarks/README.md`` for the cases
+(A: 5x5 of 1024^2, ours vs
 jwst; B: 1,000 of 256^2, jwst extrapolated from sub-grids; C: our memory versus N).
 
 Each (tool, case) runs in a fresh process (this script with ``--worker``) that builds or
@@ -209,12 +210,12 @@ def print_table(title, rows, trace=False):
             ("baseline_mib", "base [MiB]", ".0f"), ("max_err", "max|err|", ".4f")]
     cols += [("tracemalloc_peak_mib", "tracemalloc [MiB]", ".0f")] if trace else []
     widths = [max(10, len(name)) for _, name, _ in cols]
-    head = f"{'run':<44}" + "".join(f" {n:>{w}}" for (_, n, _), w in zip(cols, widths))
+    head = f"{'run':<44}" + "".join(f" {n:>{w}}" for (_, n, _), w in zip(cols, widths, strict=True))
     print(f"\n{title}\n{head}\n{'-' * len(head)}")
     for r in rows:
         cells = [format(r[k], f) if isinstance(r.get(k), (int, float)) else "-" for k, _, f in cols]
-        print(f"{r['label']:<44} " + (r["error"] if "error" in r else
-                                      " ".join(f"{c:>{w}}" for c, w in zip(cells, widths))))
+        values = " ".join(f"{c:>{w}}" for c, w in zip(cells, widths, strict=True))
+        print(f"{r['label']:<44} " + (r["error"] if "error" in r else values))
 
 
 def ratio_line(ours, jwst):
