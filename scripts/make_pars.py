@@ -48,6 +48,38 @@ FILES = {
             "min_overlap_pixels": 100,
         },
     },
+    "stmatch_zogy-nircam.asdf": {
+        "class": "stmatch.steps.ZogyStep",
+        "description": (
+            "NIRCam imaging: PSF FWHM ~1-2.5 px (0.031/0.063 arcsec pixels) with extended "
+            "diffraction spikes, so 31 px PSF stamps; the PSF varies across the 2048 px "
+            "detectors, so 1024 px tiles; tweakreg-level relative registration (~5 mas, "
+            "0.1-0.15 px) as astrometric noise."
+        ),
+        "parameters": {"psf_size": 31, "tile_size": 1024, "astrometric_noise": [0.1, 0.1]},
+    },
+    "stmatch_zogy-niriss.asdf": {
+        "class": "stmatch.steps.ZogyStep",
+        "description": (
+            "NIRISS imaging: 0.065 arcsec pixels, PSF FWHM ~1.5-2.5 px: 31 px stamps, "
+            "1024 px tiles, 0.1 px astrometric noise as for NIRCam long wavelength."
+        ),
+        "parameters": {"psf_size": 31, "tile_size": 1024, "astrometric_noise": [0.1, 0.1]},
+    },
+    "stmatch_zogy-miri.asdf": {
+        "class": "stmatch.steps.ZogyStep",
+        "description": (
+            "MIRI imaging: 0.11 arcsec pixels, PSF FWHM 2-7 px from F560W to F2550W: "
+            "41 px stamps; the ~1024 px detector is processed as one tile (the PSF varies "
+            "little across it); fewer bright stars, so empirical PSFs and flux-ratio fits "
+            "use stars down to S/N 10; registration noise 0.05 px (larger pixels)."
+        ),
+        "parameters": {
+            "psf_size": 41,
+            "psf_star_threshold": 10.0,
+            "astrometric_noise": [0.05, 0.05],
+        },
+    },
 }
 
 

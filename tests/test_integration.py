@@ -95,6 +95,8 @@ ALLOWED_ALGORITHMS = {
     "numbers",
     "enum",
     "operator",
+    "concurrent",
+    "os",
 }
 FRAMEWORK = {"stpipe", "stdatamodels", "asdf", "jwst", "crds", "gwcs", "astropy"}
 

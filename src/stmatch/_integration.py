@@ -7,6 +7,7 @@ plugin, so it must stay free of imports: it returns class names as strings.
 # Keep in sync with each step's ``class_alias`` (a test enforces it).
 _STEPS = [
     ("stmatch.steps.SkyMatchStep", "stmatch_skymatch", False),
+    ("stmatch.steps.ZogyStep", "stmatch_zogy", False),
 ]
 
 SCHEMA_URI_PREFIX = "asdf://stmatch.org/stmatch/schemas/"

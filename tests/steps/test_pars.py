@@ -37,21 +37,37 @@ def _no_user_dir(monkeypatch):
 def test_packaged_files_are_valid_for_their_step(path):
     from stpipe import config_parser
 
+    import stmatch.steps
+
     cfg = config_parser.load_config_file(str(path))
-    assert cfg["class"] == "stmatch.steps.SkyMatchStep"
+    alias = path.name.split("-")[0]
+    step_class = {
+        "stmatch_skymatch": stmatch.steps.SkyMatchStep,
+        "stmatch_zogy": stmatch.steps.ZogyStep,
+    }[alias]
+    assert cfg["class"] == f"stmatch.steps.{step_class.__name__}"
+    assert cfg["name"] == alias == step_class.class_alias
     params = {k: v for k, v in cfg.items() if k not in ("class", "name")}
-    step = SkyMatchStep(**params)  # unknown keys or bad values raise
+    step = step_class(**params)  # unknown keys or bad values raise
     for key, value in params.items():
         assert getattr(step, key) == value
 
 
-def test_packaged_files_exist_for_three_instruments():
-    names = {p.name for p in PARS_DIR.glob("stmatch_skymatch-*.asdf")}
-    assert {
-        "stmatch_skymatch-nircam.asdf",
-        "stmatch_skymatch-niriss.asdf",
-        "stmatch_skymatch-miri.asdf",
-    } <= names
+@pytest.mark.parametrize("alias", ["stmatch_skymatch", "stmatch_zogy"])
+def test_packaged_files_exist_for_three_instruments(alias):
+    names = {p.name for p in PARS_DIR.glob(f"{alias}-*.asdf")}
+    assert {f"{alias}-nircam.asdf", f"{alias}-niriss.asdf", f"{alias}-miri.asdf"} <= names
+
+
+@pytest.mark.parametrize(
+    "instrument,expected", [("NIRCAM", 1024), ("NIRISS", 1024), ("MIRI", None)]
+)
+def test_zogy_selection_by_instrument(instrument, expected):
+    from stmatch.steps import ZogyStep
+
+    cfg = ZogyStep.get_config_from_reference(_model(instrument))
+    assert cfg.get("tile_size") == expected
+    assert cfg["psf_size"] == (41 if instrument == "MIRI" else 31)
 
 
 @pytest.mark.parametrize(

@@ -5,13 +5,51 @@ systems enter as callables (pixel → world and world → pixel), data quality a
 boolean masks. Inputs are never modified.
 """
 
+from .detect import DETECTION_DTYPE, find_detections
+from .noise import clipped_background, sigma_from_variance
+from .psf import (
+    PsfPairCheck,
+    centroid,
+    check_psf_pair,
+    fft_origin_to_stamp,
+    gaussian_psf,
+    moffat_psf,
+    normalize_psf,
+    psf_to_fft_origin,
+    recentre_psf,
+)
+from .psfgrid import EmpiricalPsf, bin_oversampled, empirical_psf, fwhm_of, psf_at
+from .resample import ResampleResult, affine_resample_stamp, grids_agree, resample_image
 from .skymatch import SkyInput, SkyMatchParams, SkyMatchResult, match_sky
 from .skysolve import ComponentSolution, solve_offsets
 from .skystats import SkyStatistic, StatResult
+from .stars import FluxRatioFit, StarList, find_stars, fit_flux_ratio, psf_flux
 from .zogy import ZogyResult, zogy
+from .zogy_tiled import TiledZogyResult, plan_tiles, zogy_tiled
 
 __all__ = [
+    "DETECTION_DTYPE",
     "ComponentSolution",
+    "EmpiricalPsf",
+    "FluxRatioFit",
+    "ResampleResult",
+    "StarList",
+    "TiledZogyResult",
+    "affine_resample_stamp",
+    "bin_oversampled",
+    "clipped_background",
+    "empirical_psf",
+    "find_detections",
+    "find_stars",
+    "fit_flux_ratio",
+    "fwhm_of",
+    "grids_agree",
+    "plan_tiles",
+    "psf_at",
+    "psf_flux",
+    "resample_image",
+    "sigma_from_variance",
+    "zogy_tiled",
     "PsfPairCheck",
     "SkyInput",
     "SkyMatchParams",

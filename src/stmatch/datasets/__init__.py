@@ -13,20 +13,43 @@ the same arguments always give the same arrays.
   true sky levels.
 - `write_mosaic`: write a mosaic and a level-3 association for
   ``jwst.datamodels.ModelLibrary``.
+- `render_point_sources` / `psf_stamp`: noise-free point sources with an
+  analytic (Gaussian or Moffat) or given PSF at sub-pixel positions, and the
+  matching centred PSF stamp.
+- `make_zogy_pair` / `ZogyPair`: a science/template pair of one star field for
+  ZOGY image subtraction, with transients, PSFs, noise levels and truth
+  catalogues (optionally with the template on another pixel grid).
+- `inject_transients`: add point sources to a copy of an image model.
+- `write_zogy_pair`: write a pair, its PSF stamps and an association with
+  ``science`` and ``template`` members.
 """
 
 from ._mosaic import Mosaic, make_mosaic, write_mosaic
 from ._render import make_image, render_image
 from ._scene import Scene, make_scene
 from ._wcs import make_tan_wcs
+from ._zogy import (
+    ZogyPair,
+    inject_transients,
+    make_zogy_pair,
+    psf_stamp,
+    render_point_sources,
+    write_zogy_pair,
+)
 
 __all__ = [
     "Mosaic",
     "Scene",
+    "ZogyPair",
+    "inject_transients",
     "make_image",
     "make_mosaic",
     "make_scene",
     "make_tan_wcs",
+    "make_zogy_pair",
+    "psf_stamp",
     "render_image",
+    "render_point_sources",
     "write_mosaic",
+    "write_zogy_pair",
 ]

@@ -26,6 +26,8 @@ from stdatamodels import filetype
 from stdatamodels.jwst import datamodels as _jwst_datamodels
 
 from ._base import SCHEMA_URI_PREFIX, StmatchDataModel, schema_uri
+from .difference_image import TILES_DTYPE, DifferenceImageModel, empty_tiles
+from .psf_model import PsfModel, read_psf_file
 from .skymatch_solution import (
     IMAGES_DTYPE,
     PAIRS_DTYPE,
@@ -39,17 +41,24 @@ __all__ = [
     "MODEL_CLASSES",
     "PAIRS_DTYPE",
     "SCHEMA_URI_PREFIX",
+    "TILES_DTYPE",
+    "DifferenceImageModel",
+    "PsfModel",
     "SkyMatchSolutionModel",
     "StmatchDataModel",
     "empty_images",
     "empty_pairs",
+    "empty_tiles",
     "open",
+    "read_psf_file",
     "schema_uri",
 ]
 
 MODEL_CLASSES = {
     "StmatchDataModel": StmatchDataModel,
     "SkyMatchSolutionModel": SkyMatchSolutionModel,
+    "PsfModel": PsfModel,
+    "DifferenceImageModel": DifferenceImageModel,
 }
 """Model classes `open` returns, keyed by ``meta.model_type``.
 

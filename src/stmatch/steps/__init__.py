@@ -4,10 +4,11 @@ The classes are loaded on first access so that ``import stmatch.steps`` (and
 stpipe's entry point discovery) stays cheap.
 """
 
-__all__ = ["SkyMatchStep"]
+__all__ = ["SkyMatchStep", "ZogyStep"]
 
 _LOCATIONS = {
     "SkyMatchStep": "stmatch.steps.skymatch_step",
+    "ZogyStep": "stmatch.steps.zogy_step",
 }
 
 
