@@ -95,8 +95,6 @@ ALLOWED_ALGORITHMS = {
     "numbers",
     "enum",
     "operator",
-    "concurrent",
-    "os",
 }
 FRAMEWORK = {"stpipe", "stdatamodels", "asdf", "jwst", "crds", "gwcs", "astropy"}
 

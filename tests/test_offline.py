@@ -68,3 +68,43 @@ def test_step_call_offline_clean_environment(mosaic_3x3, tmp_path):
     assert proc.returncode == 0, (proc.stdout + proc.stderr)[-3000:]
     assert "ok" in proc.stdout
     assert not any(k.startswith("CRDS") for k in os.environ if k in _clean_env(tmp_path))
+
+
+@pytest.mark.slow
+@pytest.mark.parametrize("form", ["association", "template_parameter"])
+def test_strun_zogy_offline(form, tmp_path):
+    from stmatch.datasets import make_zogy_pair, write_zogy_pair
+
+    pair = make_zogy_pair((128, 128), n_stars=15, n_transients=3, seed=21)
+    files = write_zogy_pair(pair, tmp_path / "in")
+    out = tmp_path / "out"
+    if form == "association":
+        args = [str(files["asn"])]
+    else:
+        args = [str(files["science"]), f"--template={files['template']}"]
+    proc = subprocess.run(
+        _strun()
+        + [
+            "stmatch_zogy",
+            *args,
+            f"--output_dir={out}",
+            "--science_psf_fwhm=3.0",
+            "--template_psf_fwhm=2.2",
+            "--save_qa=true",
+        ],
+        cwd=tmp_path,
+        env=_clean_env(tmp_path),
+        capture_output=True,
+        text=True,
+        timeout=300,
+    )
+    log = proc.stdout + proc.stderr
+    assert proc.returncode == 0, log[-3000:]
+    assert (out / "zogy_science_zogy.fits").exists()
+    assert (out / "zogy_science_zogy_cat.ecsv").exists()
+    assert (out / "zogy_science_zogy_qa.png").exists()
+    # our logger shows, the packaged NIRCam file was used (tiles of 1024 px)
+    assert "stmatch.steps.zogy" in log
+    assert "stmatch_zogy-nircam.asdf" in log
+    assert "3 detection(s)" in log
+    assert "CRDS" not in log.replace("disable-crds", "")
