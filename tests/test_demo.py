@@ -13,6 +13,12 @@ def test_demo_runs_through_strun_and_recovers_levels(tmp_path):
     assert out["max_error"] < 0.1
     assert out["qa"].exists() and out["qa"].stat().st_size > 10_000
     assert out["solution"].exists()
+    zogy = out["zogy"]
+    assert all(r["found"] for r in zogy["rows"]), "every transient is found"
+    assert zogy["n_false"] == 0
+    for r in zogy["rows"]:
+        assert abs(r["flux"] - r["true_flux"]) < 4 * r["flux_err"] + 0.03 * abs(r["true_flux"])
+    assert zogy["qa"].exists() and zogy["qa"].stat().st_size > 10_000
 
 
 def test_cli_parses_version(capsys):

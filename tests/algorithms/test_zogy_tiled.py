@@ -138,7 +138,9 @@ def test_detections_recover_positive_and_negative_sources():
     for (y, x, a), row in zip(pos, det, strict=True):
         assert np.sign(a) == row["sign"]
         assert abs(row["y"] - y) < 0.25 and abs(row["x"] - x) < 0.25
-        assert row["alpha"] == pytest.approx(10 * row["s_corr"])
+        # alpha read at the sub-pixel vertex: slightly above the peak pixel's value
+        assert 1.0 <= row["alpha"] / (10 * row["s_corr"]) < 1.1
+        assert row["alpha_err"] == 10.0
         assert row["npix"] > 1
     # A mask removes a detection; a higher threshold keeps the strongest.
     mask = np.zeros(shape, dtype=bool)

@@ -11,8 +11,10 @@ Sub-pixel positions come from a parabola through the extremum and its two
 neighbours along each axis,
 :math:`\delta = \tfrac12 (s_{-1} - s_{+1}) / (s_{-1} - 2 s_0 + s_{+1})`,
 clipped to :math:`\pm 0.5` pixel. The flux :math:`\alpha \pm \sigma_\alpha` is
-read at the extremum pixel (ZOGY's flux estimator for a source centred on that
-pixel).
+read at the extremum pixel (ZOGY's flux estimator for a source centred on that pixel), scaled by the
+ratio of the parabolas' vertex value to the peak pixel's value: :math:`\alpha`
+is proportional to :math:`S`, and a source between pixel centres would otherwise
+be under-estimated (by ~2-4 % for half a pixel and a PSF FWHM of 3 px).
 """
 
 from __future__ import annotations
@@ -130,8 +132,14 @@ def find_detections(
     sign = np.where(s[ys, xs] > 0, 1, -1)
     out["sign"] = sign
     out["npix"] = np.where(sign > 0, pos_size[pos_lab[ys, xs]], neg_size[neg_lab[ys, xs]])
-    out["y"] = ys + _parabola(a, ys, xs, axis=0)
-    out["x"] = xs + _parabola(a, ys, xs, axis=1)
+    dy, gy = _parabola(a, ys, xs, axis=0)
+    dx, gx = _parabola(a, ys, xs, axis=1)
+    out["y"] = ys + dy
+    out["x"] = xs + dx
+    # |S_corr| at the sub-pixel vertex over its value at the peak pixel: the flux of a
+    # source between pixel centres is read off the interpolated peak of S (alpha ∝ S).
+    peak = a[ys, xs]
+    gain = np.where(peak > 0, (peak + gy + gx) / np.where(peak > 0, peak, 1.0), 1.0)
     for name, img in (("alpha", alpha), ("alpha_err", alpha_err)):
         if img is None:
             out[name] = np.nan
@@ -139,18 +147,20 @@ def find_detections(
             img = np.asarray(img)
             if img.shape != s.shape:
                 raise ValueError(f"{name} has shape {img.shape}, s_corr {s.shape}")
-            out[name] = img[ys, xs]
+            out[name] = img[ys, xs] * (gain if name == "alpha" else 1.0)
     return out
 
 
 def _parabola(a, ys, xs, *, axis):
-    """Sub-pixel offset of a peak of ``a`` along one axis (0 at the image edge)."""
+    """Sub-pixel offset of a peak of ``a`` along one axis and the rise of the
+    parabola's vertex above the peak pixel (both 0 at the image edge)."""
     n = a.shape[axis]
     idx = ys if axis == 0 else xs
     ok = (idx > 0) & (idx < n - 1)
     delta = np.zeros(idx.size)
+    rise = np.zeros(idx.size)
     if not ok.any():
-        return delta
+        return delta, rise
     y, x = ys[ok], xs[ok]
     if axis == 0:
         m, c, p = a[y - 1, x], a[y, x], a[y + 1, x]
@@ -159,5 +169,8 @@ def _parabola(a, ys, xs, *, axis):
     den = m - 2.0 * c + p
     with np.errstate(divide="ignore", invalid="ignore"):
         d = np.where(den < 0, 0.5 * (m - p) / den, 0.0)
-    delta[ok] = np.clip(d, -0.5, 0.5)
-    return delta
+    d = np.clip(d, -0.5, 0.5)
+    delta[ok] = d
+    # Vertex value of the parabola through (-1, m), (0, c), (1, p) at offset d.
+    rise[ok] = np.where(den < 0, 0.5 * (p - m) * d + 0.5 * den * d * d, 0.0)
+    return delta, rise
