@@ -262,3 +262,22 @@ def test_bad_input_gives_clear_errors_and_writes_nothing(case, match, tmp_path):
     with pytest.raises((ValueError, FileNotFoundError), match=match):
         ZogyStep.call(*args, output_dir=str(tmp_path), save_results=True, **kw)
     assert os.listdir(tmp_path) == []
+
+
+def test_psf_grid_file_with_tiles(pair, tmp_path):
+    """A PsfModel grid file (4 PSFs at detector positions) is evaluated per tile."""
+    from stmatch.algorithms.psf import gaussian_psf
+    from stmatch.models import PsfModel
+
+    stamps = np.stack([gaussian_psf(25, 3.0)] * 4)
+    grid = PsfModel.from_arrays(stamps, x=[0.0, 191.0, 0.0, 191.0], y=[0.0, 0.0, 191.0, 191.0])
+    path = tmp_path / "sci_psf.asdf"
+    grid.save(str(path))
+    ref = _run(pair)
+    step = ZogyStep(science_psf=str(path), template_psf_fwhm=2.2, tile_size=96)
+    res = step.run(pair.science, pair.template)
+    assert "grid of 4 PSFs" in res.meta.zogy.psf_source_new
+    assert res.meta.zogy.n_tiles == 4 and res.psf.shape[0] == 4
+    inner = (slice(20, -20), slice(20, -20))
+    np.testing.assert_allclose(res.scorr[inner], ref.scorr[inner], atol=1e-3)
+    assert len(step.catalog) == len(pair.transients)
