@@ -64,6 +64,8 @@ def test_transients_found_with_right_sign_and_flux(pair):
     assert z.sigma_new == pytest.approx(pair.sigma_science, rel=1e-6)
     assert z.n_detections == len(cat)
     assert z.template_resampled is False
+    assert z.psf_recentred is False
+    assert abs(z.background_new) < 0.2 and abs(z.background_ref) < 0.1
     assert result.meta.cal_step.stmatch_zogy == "COMPLETE"
     assert result.psf.shape[0] == 1 and result.psf.sum() == pytest.approx(1.0, rel=1e-5)
     assert result.meta.wcs is not None
@@ -281,3 +283,24 @@ def test_psf_grid_file_with_tiles(pair, tmp_path):
     inner = (slice(20, -20), slice(20, -20))
     np.testing.assert_allclose(res.scorr[inner], ref.scorr[inner], atol=1e-3)
     assert len(step.catalog) == len(pair.transients)
+
+
+def test_off_centre_psf_pair_is_recentred_with_a_warning(pair, tmp_path, caplog):
+    from astropy.io import fits
+
+    from stmatch.algorithms.psf import centroid, gaussian_psf
+
+    off = gaussian_psf(25, 3.0, center=(12.0, 12.4))  # centroid 0.4 px off centre
+    path = tmp_path / "off_psf.fits"
+    fits.PrimaryHDU(off.astype(np.float32)).writeto(path)
+    assert centroid(off)[1] == pytest.approx(12.4, abs=1e-3)
+    with caplog.at_level(logging.WARNING, logger="stmatch"):
+        res = ZogyStep.call(
+            pair.science, pair.template, science_psf=str(path), template_psf_fwhm=2.2
+        )
+    assert "re-centring both PSFs" in caplog.text
+    assert res.meta.zogy.psf_recentred is True
+    # After re-centring the result equals the run with centred PSFs.
+    ref = _run(pair)
+    inner = (slice(15, -15), slice(15, -15))
+    np.testing.assert_allclose(res.scorr[inner], ref.scorr[inner], atol=0.2)

@@ -4,7 +4,7 @@ ZOGY needs the standard deviation of the background noise of each image
 (Zackay, Ofek & Gal-Yam 2016, §3). Two estimates:
 
 * from a variance map :math:`V` (the sum of a product's variance arrays, or
-  ``err``²): :math:`\sigma = \sqrt{\operatorname{median} V}` over valid pixels —
+  ``err`` squared): :math:`\sigma = \sqrt{\operatorname{median} V}` over valid pixels —
   sources cover a minority of pixels, so the median is the background's;
 * from the pixels themselves (no variance available):
   the median absolute deviation of the pixels, :math:`\sigma = 1.4826\,\mathrm{MAD}`,

@@ -59,7 +59,7 @@ class ZogyStep(StmatchStep):
         subtract_background = boolean(default=True) # subtract a clipped-median background from both images first
         dqbits = string(default='~DO_NOT_USE+NON_SCIENCE') # "good" DQ bits (pixels with other bits are masked)
         resample_method = option('lanczos3', 'bilinear', default='lanczos3') # interpolation when resampling the template
-        detection_threshold = float(min=0.0, default=5.0) # |S_corr| threshold of the detection catalog
+        detection_threshold = float(min=0.1, default=5.0) # |S_corr| threshold of the detection catalog
         save_catalog = boolean(default=True) # write the detection catalog (ECSV) beside the output
         save_qa = boolean(default=False) # write a QA figure (PNG) of the strongest detections
         qa_cutouts = integer(min=1, max=25, default=9) # detections shown in the QA figure
