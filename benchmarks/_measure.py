@@ -35,7 +35,7 @@ import threading
 import time
 import tracemalloc
 
-__all__ = ["MIB", "current_rss", "measure", "report", "run_isolated"]
+__all__ = ["MIB", "current_rss", "measure", "print_table", "report", "run_isolated"]
 
 MIB = 1024.0**2
 _PAGE = os.sysconf("SC_PAGE_SIZE")
@@ -191,9 +191,39 @@ def run_isolated(script, flag, spec):
         The last reported statistics, or ``{"error": ...}`` if there were none.
         The worker's standard error is passed through.
     """
-    proc = subprocess.run([sys.executable, str(script), flag, json.dumps(spec)],
-                          stdout=subprocess.PIPE, text=True)
+    proc = subprocess.run(
+        [sys.executable, str(script), flag, json.dumps(spec)], stdout=subprocess.PIPE, text=True
+    )
     lines = [ln for ln in proc.stdout.splitlines() if ln.startswith("RESULT ")]
     if not lines:
         return {"error": f"worker failed (exit code {proc.returncode})"}
-    return json.loads(lines[-1][len("RESULT "):])
+    return json.loads(lines[-1][len("RESULT ") :])
+
+
+def print_table(title, rows, cols, *, label_width=18, min_width=9, note=None):
+    """Print rows of measurements as a fixed-width table.
+
+    Parameters
+    ----------
+    title : str
+        Printed above the table.
+    rows : list of dict
+        Each with a ``label`` and the keys named in ``cols`` (or an ``error`` text).
+    cols : list of tuple
+        ``(key, header, format)`` per column.
+    label_width, min_width : int
+        Widths of the label column and of the value columns.
+    note : callable, optional
+        ``note(row) -> str`` appended to a row's values.
+    """
+    widths = [max(min_width, len(name)) for _, name, _ in cols]
+    head = f"{'run':<{label_width}}" + "".join(
+        f" {n:>{w}}" for (_, n, _), w in zip(cols, widths, strict=True)
+    )
+    print(f"\n{title}\n{head}\n{'-' * len(head)}")
+    for r in rows:
+        cells = [format(r[k], f) if isinstance(r.get(k), (int, float)) else "-" for k, _, f in cols]
+        values = " ".join(f"{c:>{w}}" for c, w in zip(cells, widths, strict=True))
+        if note is not None and "error" not in r:
+            values += note(r)
+        print(f"{r['label']:<{label_width}} " + (r["error"] if "error" in r else values))

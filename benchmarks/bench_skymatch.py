@@ -24,6 +24,7 @@ os.environ["STMATCH_DISABLE_PARS"] = "true"  # identical parameters for both too
 HERE = Path(__file__).resolve().parent
 CACHE = HERE / ".cache"
 sys.path.insert(0, str(HERE))
+import _measure  # noqa: E402
 from _measure import measure, report, run_isolated  # noqa: E402
 
 PARAMS = {"skymethod": "match", "skystat": "mode", "match_down": True, "subtract": False}
@@ -61,16 +62,23 @@ def ensure_cache(nx, ny, size, seed, subsets=()):
         print(f"Generating {nx}x{ny} mosaic of {size}^2 into {directory} (once) ...", flush=True)
         mosaic = make_mosaic(nx, ny, shape=(size, size), overlap=0.2, seed=seed)
         write_mosaic(mosaic, directory, asn_name=asn.name)
-        truth.write_text(json.dumps({Path(m.meta.filename).with_suffix(".fits").name: s
-                                     for m, s in zip(mosaic.models, mosaic.sky, strict=True)}))
+        truth.write_text(
+            json.dumps(
+                {
+                    Path(m.meta.filename).with_suffix(".fits").name: s
+                    for m, s in zip(mosaic.models, mosaic.sky, strict=True)
+                }
+            )
+        )
     paths = {}
     for sx, sy in [(nx, ny), *subsets]:
         paths[sx, sy] = directory / f"sub_{sx}x{sy}_asn.json"
         if not paths[sx, sy].exists():
             full = json.loads(asn.read_text())
             members = full["products"][0]["members"]  # in row-major grid order
-            full["products"][0]["members"] = [members[r * nx + c]
-                                               for r in range(sy) for c in range(sx)]
+            full["products"][0]["members"] = [
+                members[r * nx + c] for r in range(sy) for c in range(sx)
+            ]
             paths[sx, sy].write_text(json.dumps(full, indent=1))
     return {key: str(path) for key, path in paths.items()}
 
@@ -187,8 +195,13 @@ def measure_in_subprocess(label, tool, source, trace=False, profile=False, **par
     **params
         Step parameters overriding `PARAMS`.
     """
-    spec = {"tool": tool, "source": source, "params": {**PARAMS, **params},
-            "trace": trace, "profile": profile}
+    spec = {
+        "tool": tool,
+        "source": source,
+        "params": {**PARAMS, **params},
+        "trace": trace,
+        "profile": profile,
+    }
     print(f"  running {label} ...", flush=True)
     return {"label": label, "tool": tool, **run_isolated(__file__, "--worker", spec)}
 
@@ -206,16 +219,15 @@ def print_table(title, rows, trace=False):
     trace : bool, optional
         Add the tracemalloc column.
     """
-    cols = [("n", "N", "d"), ("wall_s", "wall [s]", ".2f"), ("peak_mib", "peak [MiB]", ".0f"),
-            ("baseline_mib", "base [MiB]", ".0f"), ("max_err", "max|err|", ".4f")]
+    cols = [
+        ("n", "N", "d"),
+        ("wall_s", "wall [s]", ".2f"),
+        ("peak_mib", "peak [MiB]", ".0f"),
+        ("baseline_mib", "base [MiB]", ".0f"),
+        ("max_err", "max|err|", ".4f"),
+    ]
     cols += [("tracemalloc_peak_mib", "tracemalloc [MiB]", ".0f")] if trace else []
-    widths = [max(10, len(name)) for _, name, _ in cols]
-    head = f"{'run':<44}" + "".join(f" {n:>{w}}" for (_, n, _), w in zip(cols, widths, strict=True))
-    print(f"\n{title}\n{head}\n{'-' * len(head)}")
-    for r in rows:
-        cells = [format(r[k], f) if isinstance(r.get(k), (int, float)) else "-" for k, _, f in cols]
-        values = " ".join(f"{c:>{w}}" for c, w in zip(cells, widths, strict=True))
-        print(f"{r['label']:<44} " + (r["error"] if "error" in r else values))
+    _measure.print_table(title, rows, cols, label_width=44, min_width=10)
 
 
 def ratio_line(ours, jwst):
@@ -231,17 +243,27 @@ def case_a(quick, trace):
     """Case A: ours vs jwst on a 5x5 mosaic of 1024^2 (3x3 of 256^2 if quick)."""
     nx, size = (3, 256) if quick else (5, 1024)
     source = {"mosaic": [nx, nx, size, 0]}
-    rows = {(tool, stat): measure_in_subprocess(f"{tool} skystat={stat}", tool, source,
-                                                 trace=trace, skystat=stat)
-            for stat in ("mode", "median") for tool in ("ours", "jwst")}
-    print_table(f"Case A: {nx}x{nx} = {nx * nx} exposures of {size}x{size}, overlap 0.2, "
-                "in memory, skymethod=match", list(rows.values()), trace)
+    rows = {
+        (tool, stat): measure_in_subprocess(
+            f"{tool} skystat={stat}", tool, source, trace=trace, skystat=stat
+        )
+        for stat in ("mode", "median")
+        for tool in ("ours", "jwst")
+    }
+    print_table(
+        f"Case A: {nx}x{nx} = {nx * nx} exposures of {size}x{size}, overlap 0.2, "
+        "in memory, skymethod=match",
+        list(rows.values()),
+        trace,
+    )
     for stat in ("mode", "median"):
         print(f"  skystat={stat}: {ratio_line(rows['ours', stat], rows['jwst', stat])}")
     o, j = rows["ours", "mode"], rows["jwst", "mode"]
     speedup = j["wall_s"] / o["wall_s"] if "error" not in o and "error" not in j else float("nan")
-    return [f"A: ours {speedup:.1f}x faster than jwst (skystat=mode, N={nx * nx}, {size}^2); "
-            f"target >= 10x: {'MET' if speedup >= 10 else 'NOT MET'}"]
+    return [
+        f"A: ours {speedup:.1f}x faster than jwst (skystat=mode, N={nx * nx}, {size}^2); "
+        f"target >= 10x: {'MET' if speedup >= 10 else 'NOT MET'}"
+    ]
 
 
 def case_b(quick, trace):
@@ -249,35 +271,52 @@ def case_b(quick, trace):
     nx, ny, subs = (5, 5, [(3, 3), (2, 2)]) if quick else (40, 25, [(10, 10), (5, 5)])
     asn = ensure_cache(nx, ny, 256, 1, subs)
     n = nx * ny
-    rows = [measure_in_subprocess(f"ours in_memory N={n}", "ours",
-                                  {"asn": asn[nx, ny], "load": True}, trace=trace)]
+    rows = [
+        measure_in_subprocess(
+            f"ours in_memory N={n}", "ours", {"asn": asn[nx, ny], "load": True}, trace=trace
+        )
+    ]
     jw = []
     for k, (sx, sy) in enumerate(subs):
         src = {"asn": asn[sx, sy], "load": True}
         if k == 0:  # ours on the larger subset too, for a direct comparison
-            rows.append(measure_in_subprocess(f"ours in_memory {sx}x{sy} subset", "ours", src,
-                                              trace=trace))
-        jw.append(measure_in_subprocess(f"jwst in_memory {sx}x{sy} subset", "jwst", src,
-                                        trace=trace))
+            rows.append(
+                measure_in_subprocess(f"ours in_memory {sx}x{sy} subset", "ours", src, trace=trace)
+            )
+        jw.append(
+            measure_in_subprocess(f"jwst in_memory {sx}x{sy} subset", "jwst", src, trace=trace)
+        )
         rows.append(jw[-1])
     est = {}
     if all("error" not in r for r in jw):
         (n2, t2), (n1, t1) = [(r["n"], r["wall_s"]) for r in jw]
         a = (t2 / n2 - t1 / n1) / (n2 - n1)  # t = a N^2 + b N through both points
         est = {"N^2": t2 * (n / n2) ** 2, "fit": a * n * n + (t1 / n1 - a * n1) * n}
-        rows.append({"label": f"jwst N={n} EXTRAPOLATED t~N^2 from N={n2}", "n": n,
-                     "wall_s": est["N^2"]})
-        rows.append({"label": f"jwst N={n} EXTRAPOLATED aN^2+bN (N={n1},{n2})", "n": n,
-                     "wall_s": est["fit"]})
-    print_table(f"Case B: {nx}x{ny} = {n} exposures of 256x256, overlap 0.2 (8 neighbours), "
-                "in memory", rows, trace)
+        rows.append(
+            {"label": f"jwst N={n} EXTRAPOLATED t~N^2 from N={n2}", "n": n, "wall_s": est["N^2"]}
+        )
+        rows.append(
+            {
+                "label": f"jwst N={n} EXTRAPOLATED aN^2+bN (N={n1},{n2})",
+                "n": n,
+                "wall_s": est["fit"],
+            }
+        )
+    print_table(
+        f"Case B: {nx}x{ny} = {n} exposures of 256x256, overlap 0.2 (8 neighbours), in memory",
+        rows,
+        trace,
+    )
     print(f"  {subs[0][0]}x{subs[0][1]} subset: {ratio_line(rows[1], rows[2])}")
     t = rows[0].get("wall_s", float("nan"))
-    out = [f"B: ours {t:.1f} s for N={n} in memory; target < 60 s: "
-           f"{'MET' if t < 60 else 'NOT MET'}"]
+    out = [
+        f"B: ours {t:.1f} s for N={n} in memory; target < 60 s: {'MET' if t < 60 else 'NOT MET'}"
+    ]
     if est:
-        out.append(f"B: jwst at N={n} estimated (not run) {est['fit']:.0f}-{est['N^2']:.0f} s "
-                   f"-> ours ~{est['fit'] / t:.0f}-{est['N^2'] / t:.0f}x faster")
+        out.append(
+            f"B: jwst at N={n} estimated (not run) {est['fit']:.0f}-{est['N^2']:.0f} s "
+            f"-> ours ~{est['fit'] / t:.0f}-{est['N^2'] / t:.0f}x faster"
+        )
     return out
 
 
@@ -289,16 +328,28 @@ def case_c(quick, trace):
     rows = []
     for in_memory in (False, True):
         for sx, sy in grids:
-            rows.append(measure_in_subprocess(
-                f"ours in_memory={in_memory} from asn, N={sx * sy}", "ours",
-                {"asn": asn[sx, sy], "load": False}, trace=trace, in_memory=in_memory))
-    print_table("Case C: peak RSS above baseline vs N, 256x256 images from an association "
-                "on disk (reading included in the time)", rows, trace)
-    peaks = [r.get("peak_mib", float("nan")) for r in rows[:len(grids)]]
+            rows.append(
+                measure_in_subprocess(
+                    f"ours in_memory={in_memory} from asn, N={sx * sy}",
+                    "ours",
+                    {"asn": asn[sx, sy], "load": False},
+                    trace=trace,
+                    in_memory=in_memory,
+                )
+            )
+    print_table(
+        "Case C: peak RSS above baseline vs N, 256x256 images from an association "
+        "on disk (reading included in the time)",
+        rows,
+        trace,
+    )
+    peaks = [r.get("peak_mib", float("nan")) for r in rows[: len(grids)]]
     flat = peaks[-1] <= 1.5 * peaks[0] + 20
-    return [f"C: in_memory=False peak above baseline {', '.join(f'{p:.0f}' for p in peaks)} MiB "
-            f"for N={', '.join(str(x * y) for x, y in grids)}; target flat in N "
-            f"(largest <= 1.5 x smallest + 20 MiB): {'MET' if flat else 'NOT MET'}"]
+    return [
+        f"C: in_memory=False peak above baseline {', '.join(f'{p:.0f}' for p in peaks)} MiB "
+        f"for N={', '.join(str(x * y) for x, y in grids)}; target flat in N "
+        f"(largest <= 1.5 x smallest + 20 MiB): {'MET' if flat else 'NOT MET'}"
+    ]
 
 
 def main(argv=None):
@@ -306,12 +357,19 @@ def main(argv=None):
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--quick", action="store_true", help="tiny cases (smoke test)")
     parser.add_argument("--cases", default="A,B,C", help="comma-separated subset of A,B,C")
-    parser.add_argument("--tracemalloc", action="store_true",
-                        help="also report tracemalloc peaks (slows Python-heavy code)")
-    parser.add_argument("--profile", action="store_true",
-                        help="only print a cProfile top 20 of ours on case A")
-    parser.add_argument("--blas-threads", type=int,
-                        help="set OPENBLAS/OMP/MKL_NUM_THREADS for the workers (default: unset)")
+    parser.add_argument(
+        "--tracemalloc",
+        action="store_true",
+        help="also report tracemalloc peaks (slows Python-heavy code)",
+    )
+    parser.add_argument(
+        "--profile", action="store_true", help="only print a cProfile top 20 of ours on case A"
+    )
+    parser.add_argument(
+        "--blas-threads",
+        type=int,
+        help="set OPENBLAS/OMP/MKL_NUM_THREADS for the workers (default: unset)",
+    )
     parser.add_argument("--worker", help=argparse.SUPPRESS)
     args = parser.parse_args(argv)
     if args.blas_threads:  # inherited by the worker processes
@@ -321,22 +379,29 @@ def main(argv=None):
         return worker(json.loads(args.worker))
     if args.profile:
         nx, size = (3, 256) if args.quick else (5, 1024)
-        r = measure_in_subprocess("ours (cProfile)", "ours", {"mosaic": [nx, nx, size, 0]},
-                                  profile=True)
+        r = measure_in_subprocess(
+            "ours (cProfile)", "ours", {"mosaic": [nx, nx, size, 0]}, profile=True
+        )
         return print_table("Case A under cProfile (time inflated)", [r])
     import platform
     from importlib.metadata import version
 
-    print(f"python {platform.python_version()}, stmatch {version('stmatch')}, jwst "
-          f"{version('jwst')}, {os.cpu_count()} cores, {'quick' if args.quick else 'full'} run, "
-          f"BLAS threads: {os.environ.get('OPENBLAS_NUM_THREADS', 'default')}, "
-          f"load average {os.getloadavg()[0]:.2f}", flush=True)
+    print(
+        f"python {platform.python_version()}, stmatch {version('stmatch')}, jwst "
+        f"{version('jwst')}, {os.cpu_count()} cores, {'quick' if args.quick else 'full'} run, "
+        f"BLAS threads: {os.environ.get('OPENBLAS_NUM_THREADS', 'default')}, "
+        f"load average {os.getloadavg()[0]:.2f}",
+        flush=True,
+    )
     summary = []
     for case in args.cases.upper().split(","):
-        summary += {"A": case_a, "B": case_b, "C": case_c}[case.strip()](args.quick,
-                                                                          args.tracemalloc)
-    print(f"\nSummary (load average at the end: {os.getloadavg()[0]:.2f}; one run per row, "
-          "times vary by ~10 % between runs)")
+        summary += {"A": case_a, "B": case_b, "C": case_c}[case.strip()](
+            args.quick, args.tracemalloc
+        )
+    print(
+        f"\nSummary (load average at the end: {os.getloadavg()[0]:.2f}; one run per row, "
+        "times vary by ~10 % between runs)"
+    )
     for line in summary:
         print("  " + line)
 
