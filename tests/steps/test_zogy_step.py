@@ -304,3 +304,20 @@ def test_off_centre_psf_pair_is_recentred_with_a_warning(pair, tmp_path, caplog)
     ref = _run(pair)
     inner = (slice(15, -15), slice(15, -15))
     np.testing.assert_allclose(res.scorr[inner], ref.scorr[inner], atol=0.2)
+
+
+def test_association_as_a_dict_and_bad_associations(pair, tmp_path, monkeypatch):
+    import json
+
+    files = write_zogy_pair(pair, tmp_path)
+    asn = json.loads(files["asn"].read_text())
+    monkeypatch.chdir(tmp_path)
+    res = ZogyStep.call(asn, science_psf_fwhm=3.0, template_psf_fwhm=2.2)
+    assert res.meta.zogy.template == "zogy_template_i2d.fits"
+    asn["products"][0]["members"] = [
+        m for m in asn["products"][0]["members"] if m["exptype"] == "science"
+    ]
+    bad = tmp_path / "bad_asn.json"
+    bad.write_text(json.dumps(asn))
+    with pytest.raises(ValueError, match="exactly one member of exptype 'template'"):
+        ZogyStep.call(str(bad), science_psf_fwhm=3.0, template_psf_fwhm=2.2)

@@ -23,27 +23,31 @@ VARIANCE_ARRAYS = ("var_poisson", "var_rnoise", "var_flat")
 
 # --------------------------------------------------------------------------- opening
 def _members_from_asn(path):
-    """(science, template) paths of an association with those exptypes."""
+    """(science, template) paths of an association file with those exptypes."""
     path = Path(path)
     try:
         with open(path) as fh:
             asn = json.load(fh)
     except (OSError, ValueError) as exc:
         raise ValueError(f"cannot read association {path}: {exc}") from None
+    return _asn_members(asn, path.parent, str(path))
+
+
+def _asn_members(asn, base, name="the association"):
+    """(science, template) of an association dict; paths relative to ``base``."""
     try:
         members = asn["products"][0]["members"]
     except (KeyError, IndexError, TypeError):
-        raise ValueError(f"association {path} has no products with members") from None
+        raise ValueError(f"{name} has no products with members") from None
     found = {"science": [], "template": []}
     for m in members:
         kind = str(m.get("exptype", "")).lower()
         if kind in found:
-            found[kind].append(path.parent / m["expname"])
+            found[kind].append(Path(base) / m["expname"])
     for kind, paths in found.items():
         if len(paths) != 1:
             raise ValueError(
-                f"association {path} must have exactly one member of exptype {kind!r}, "
-                f"found {len(paths)}"
+                f"{name} must have exactly one member of exptype {kind!r}, found {len(paths)}"
             )
     return found["science"][0], found["template"][0]
 
@@ -67,7 +71,7 @@ def open_pair(step, input_data, template):
             )
         input_data, template = input_data
     if isinstance(input_data, dict):
-        input_data, template = _asn_dict_members(input_data)
+        input_data, template = _asn_members(input_data, Path.cwd())
     if isinstance(input_data, (str, Path)) and Path(input_data).suffix.lower() == ".json":
         if template is not None:
             log.info("Template given in the association; the template parameter is ignored")
@@ -80,15 +84,6 @@ def open_pair(step, input_data, template):
     science = _open(step, input_data, "science")
     tmpl = _open(step, template, "template")
     return science, tmpl
-
-
-def _asn_dict_members(asn):
-    members = asn["products"][0]["members"]
-    sci = [m["expname"] for m in members if str(m.get("exptype")).lower() == "science"]
-    tpl = [m["expname"] for m in members if str(m.get("exptype")).lower() == "template"]
-    if len(sci) != 1 or len(tpl) != 1:
-        raise ValueError("the association must have one 'science' and one 'template' member")
-    return sci[0], tpl[0]
 
 
 def _open(step, init, role):

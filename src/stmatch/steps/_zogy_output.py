@@ -3,7 +3,6 @@
 from __future__ import annotations
 
 import logging
-import math
 from pathlib import Path
 
 import numpy as np
@@ -11,13 +10,13 @@ from astropy.table import Table
 from jwst.lib.suffix import remove_suffix
 
 from ..algorithms.detect import find_detections
+from ..algorithms.psfgrid import fwhm_of
 from ..models import DifferenceImageModel, empty_tiles
 from ._base import atomic_write, unvalidated
 from ._wcs import wcs_callables
 from ._zogy_inputs import DO_NOT_USE, NON_SCIENCE, dilate_dq
 
 log = logging.getLogger("stmatch.steps.zogy")
-
 
 
 def _footprint_box(kernels):
@@ -94,7 +93,7 @@ def _plain(v):
 def detection_table(model, result, *, threshold, science):
     """Detections of S_corr peaks as an astropy Table (pixel and sky positions)."""
     mask = (np.asarray(model.dq) & (DO_NOT_USE | NON_SCIENCE)) != 0
-    fwhm_sep = max(2, int(round(_psf_fwhm(result.psf_d[0]))))
+    fwhm_sep = max(2, int(round(fwhm_of(result.psf_d[0]))))
     det = find_detections(
         result.s_corr,
         threshold=threshold,
@@ -157,18 +156,6 @@ def detection_table(model, result, *, threshold, science):
             row["kind"],
         )
     return table
-
-
-def _psf_fwhm(psf):
-    """Gaussian-equivalent FWHM (pixels) of a stamp from its second moments."""
-    p = np.clip(np.asarray(psf, dtype=float), 0, None)
-    if not p.sum() > 0:
-        return 2.0
-    yy, xx = np.indices(p.shape)
-    w = p / p.sum()
-    cy, cx = (w * yy).sum(), (w * xx).sum()
-    var = 0.5 * ((w * (yy - cy) ** 2).sum() + (w * (xx - cx) ** 2).sum())
-    return 2.3548 * math.sqrt(max(var, 0.25))
 
 
 def record_detections(model, table):
