@@ -22,21 +22,22 @@ import numpy as np
 from scipy import fft as sfft
 from scipy import ndimage
 from scipy.spatial import cKDTree
-from scipy.special import ndtr
 
-from .psf import normalize_psf
-from .psfgrid import (
+from ._stamps import (
     FWHM_PER_SIGMA,
+    _gauss_peak_fraction,
     _int_at_least,
     _positive_float,
+    _sigma_map,
     _stamp,
     adaptive_moments,
     cut_boxes,
-    fwhm_of,
     image_and_bad,
     positions_xy,
     windowed_centroids,
 )
+from .psf import normalize_psf
+from .psfgrid import fwhm_of
 
 __all__ = ["FluxRatioFit", "StarList", "find_stars", "fit_flux_ratio", "psf_flux"]
 
@@ -72,25 +73,6 @@ class StarList:
 
     def __len__(self) -> int:
         return int(self.x.size)
-
-
-def _sigma_map(sigma, shape, name: str = "sigma"):
-    arr = np.asarray(sigma, dtype=np.float64)
-    if arr.ndim == 0:
-        return _positive_float(sigma, name)
-    if arr.shape != tuple(shape):
-        raise ValueError(f"{name} must be a scalar or an array of the image shape {shape}")
-    if not np.all(np.isfinite(arr) & (arr > 0)):
-        raise ValueError(f"{name} must be finite and positive everywhere")
-    return arr
-
-
-def _gauss_peak_fraction(fwhm: float) -> float:
-    """Centre-pixel fraction of a pixel-integrated Gaussian, geometric mean over phases."""
-    sg = fwhm / FWHM_PER_SIGMA
-    centred = 2.0 * ndtr(0.5 / sg) - 1.0
-    corner = ndtr(1.0 / sg) - 0.5
-    return float(centred * corner)
 
 
 def _maxima(work, sig, fwhm, low):

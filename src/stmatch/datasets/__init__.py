@@ -25,17 +25,12 @@ the same arguments always give the same arrays.
 """
 
 from ._mosaic import Mosaic, make_mosaic, write_mosaic
+from ._points import inject_transients, psf_stamp, render_point_sources
 from ._render import make_image, render_image
 from ._scene import Scene, make_scene
 from ._wcs import make_tan_wcs
-from ._zogy import (
-    ZogyPair,
-    inject_transients,
-    make_zogy_pair,
-    psf_stamp,
-    render_point_sources,
-    write_zogy_pair,
-)
+from ._zogy import ZogyPair, make_zogy_pair
+from ._zogy_io import write_zogy_pair
 
 __all__ = [
     "Mosaic",
