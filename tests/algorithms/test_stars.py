@@ -1,14 +1,9 @@
 import numpy as np
 import pytest
 
+from stmatch.algorithms.fluxratio import FluxRatioFit, fit_flux_ratio
 from stmatch.algorithms.psf import gaussian_psf
-from stmatch.algorithms.stars import (
-    FluxRatioFit,
-    StarList,
-    find_stars,
-    fit_flux_ratio,
-    psf_flux,
-)
+from stmatch.algorithms.stars import StarList, find_stars, psf_flux
 
 
 def _render(shape, xs, ys, fluxes, fwhm, size=25):

@@ -122,10 +122,13 @@ def test_inputs_untouched_and_products_written(pair, tmp_path):
         # Sky positions of detections agree with the truth (to 0.3 px).
         idx = _matched(cat, pair.transients)
         ra_true = pair.transients["ra"]
-        d_arcsec = np.hypot(
-            (np.asarray(cat["ra"])[idx] - ra_true) * np.cos(np.radians(2.0)),
-            np.asarray(cat["dec"])[idx] - pair.transients["dec"],
-        ) * 3600
+        d_arcsec = (
+            np.hypot(
+                (np.asarray(cat["ra"])[idx] - ra_true) * np.cos(np.radians(2.0)),
+                np.asarray(cat["dec"])[idx] - pair.transients["dec"],
+            )
+            * 3600
+        )
         assert d_arcsec.max() < 0.3 * 0.06
 
 
@@ -158,9 +161,7 @@ def test_template_on_another_grid_is_resampled(caplog):
 
 
 def test_empirical_psfs_when_none_given():
-    pair = make_zogy_pair(
-        SHAPE, n_stars=45, star_flux_range=(2e3, 4e4), n_transients=4, seed=8
-    )
+    pair = make_zogy_pair(SHAPE, n_stars=45, star_flux_range=(2e3, 4e4), n_transients=4, seed=8)
     step = ZogyStep()
     result = step.run(pair.science, pair.template)
     z = result.meta.zogy

@@ -6,6 +6,7 @@ boolean masks. Inputs are never modified.
 """
 
 from .detect import DETECTION_DTYPE, find_detections
+from .fluxratio import FluxRatioFit, fit_flux_ratio
 from .noise import clipped_background, sigma_from_variance
 from .psf import (
     PsfPairCheck,
@@ -23,7 +24,7 @@ from .resample import ResampleResult, affine_resample_stamp, grids_agree, resamp
 from .skymatch import SkyInput, SkyMatchParams, SkyMatchResult, match_sky
 from .skysolve import ComponentSolution, solve_offsets
 from .skystats import SkyStatistic, StatResult
-from .stars import FluxRatioFit, StarList, find_stars, fit_flux_ratio, psf_flux
+from .stars import StarList, find_stars, psf_flux
 from .zogy import ZogyResult, zogy
 from .zogy_tiled import TiledZogyResult, plan_tiles, zogy_tiled
 

@@ -1,12 +1,12 @@
 """Synthetic mosaics of overlapping JWST-like exposures and their associations."""
 
-import json
 import math
 from dataclasses import dataclass
 from pathlib import Path
 
 import numpy as np
 
+from ._asn import write_association
 from ._render import _render_image
 from ._scene import (
     _INSTRUMENT_DEFAULTS,
@@ -474,10 +474,6 @@ def write_mosaic(
     """
     if fmt not in ("fits", "asdf"):
         raise ValueError("fmt must be 'fits' or 'asdf'")
-    try:
-        from stmatch import __version__ as code_version
-    except ImportError:  # pragma: no cover
-        code_version = "0"
     directory = Path(directory)
     directory.mkdir(parents=True, exist_ok=True)
 
@@ -495,17 +491,7 @@ def write_mosaic(
             model.meta.filename = original
         members.append({"expname": name, "exptype": "science", "group_id": str(group_id)})
 
-    asn = {
-        "asn_type": "image3",
-        "asn_rule": "stmatch_synthetic",
-        "asn_id": "a3001",
-        "asn_pool": "synthetic",
-        "version_id": None,
-        "code_version": str(code_version or "0"),
-        "target": "1",
-        "program": "00001",
-        "products": [{"name": product_name, "members": members}],
-    }
-    asn_path = directory / asn_name
-    asn_path.write_text(json.dumps(asn, indent=2) + "\n")
+    asn_path = write_association(
+        directory / asn_name, members, product_name=product_name, asn_rule="stmatch_synthetic"
+    )
     return asn_path

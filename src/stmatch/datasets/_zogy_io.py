@@ -5,10 +5,11 @@ stamps as FITS files, and an association with ``science`` and ``template``
 members.
 """
 
-import json
 from pathlib import Path
 
 import numpy as np
+
+from ._asn import write_association
 
 __all__ = ["write_zogy_pair"]
 
@@ -60,10 +61,6 @@ def write_zogy_pair(
 
     if fmt not in ("fits", "asdf"):
         raise ValueError("fmt must be 'fits' or 'asdf'")
-    try:
-        from stmatch import __version__ as code_version
-    except ImportError:  # pragma: no cover
-        code_version = "0"
     directory = Path(directory)
     directory.mkdir(parents=True, exist_ok=True)
     paths = {"directory": directory}
@@ -89,17 +86,11 @@ def write_zogy_pair(
         paths[key] = directory / f"zogy_psf_{role}.fits"
         hdu.writeto(paths[key], overwrite=True)
 
-    asn = {
-        "asn_type": str(asn_type),
-        "asn_rule": "stmatch_zogy",
-        "asn_id": "a3001",
-        "asn_pool": "synthetic",
-        "version_id": None,
-        "code_version": str(code_version or "0"),
-        "target": "1",
-        "program": "00001",
-        "products": [{"name": product_name, "members": members}],
-    }
-    paths["asn"] = directory / asn_name
-    paths["asn"].write_text(json.dumps(asn, indent=2) + "\n")
+    paths["asn"] = write_association(
+        directory / asn_name,
+        members,
+        product_name=product_name,
+        asn_type=asn_type,
+        asn_rule="stmatch_zogy",
+    )
     return paths

@@ -16,7 +16,7 @@ import numpy as np
 from astropy.nddata.bitmask import interpret_bit_flags
 from stdatamodels.jwst.datamodels.dqflags import pixel as DQ_PIXEL
 
-from ..algorithms.stars import fit_flux_ratio
+from ..algorithms.fluxratio import fit_flux_ratio
 from ..algorithms.zogy_tiled import zogy_tiled
 from . import _zogy_inputs as inputs
 from . import _zogy_output as output
