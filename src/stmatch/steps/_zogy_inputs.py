@@ -197,12 +197,15 @@ def surface_brightness_units(model) -> bool:
     return "/sr" in unit or "arcsec" in unit
 
 
-def align_template(science, template, *, method="lanczos3"):
-    """Template data, variance, dq on the science grid (resampled when needed)."""
+def align_template(science, template, *, var=None, method="lanczos3"):
+    """Template data, variance (``var``: the template's), dq on the science grid.
+
+    Returns ``(None, alignment)`` when the grids agree (nothing to resample).
+    """
     sci_shape = np.shape(science.data)
     tpl_shape = np.shape(template.data)
-    sci_fwd, sci_inv = wcs_callables(science)
-    tpl_fwd, tpl_inv = wcs_callables(template)
+    sci_fwd, _ = wcs_callables(science)
+    _, tpl_inv = wcs_callables(template)
     if science.meta.wcs is None or template.meta.wcs is None:
         same_shape = sci_shape == tpl_shape
         if not same_shape:
@@ -216,12 +219,11 @@ def align_template(science, template, *, method="lanczos3"):
         agree = grids_agree(sci_shape, sci_fwd, tpl_shape, tpl_inv)
     except ValueError as exc:
         raise ValueError(f"cannot align science and template: {exc}") from None
-    jac = _jacobian(sci_shape, sci_fwd, tpl_inv)
     if agree:
         log.info("Template and science are on the same pixel grid: no resampling")
         return None, Alignment(False, np.eye(2), "none")
+    jac = _jacobian(sci_shape, sci_fwd, tpl_inv)
     conserve = "surface_brightness" if surface_brightness_units(template) else "flux"
-    var, _ = variance_of(template)
     log.info(
         "Resampling the template onto the science grid (%s, conserving %s; "
         "template pixels per science pixel %.4f)",

@@ -91,7 +91,10 @@ class ZogyStep(StmatchStep):
 
         # Stage 1: alignment.
         log.info("Stage 1/5: alignment")
-        resampled, align = inputs.align_template(science, tmpl, method=self.resample_method)
+        tpl_var, tpl_var_src = inputs.variance_of(tmpl)
+        resampled, align = inputs.align_template(
+            science, tmpl, var=tpl_var, method=self.resample_method
+        )
         sci_var, sci_var_src = inputs.variance_of(science)
         sci = inputs.prepare_arrays(
             sci_name,
@@ -102,14 +105,12 @@ class ZogyStep(StmatchStep):
             dqbits,
             self.subtract_background,
         )
-        tpl_var_src = inputs.variance_of(tmpl)[1]
         if resampled is None:
             if np.shape(tmpl.data) != np.shape(science.data):
                 raise ValueError(
                     f"science {np.shape(science.data)} and template {np.shape(tmpl.data)} "
                     "differ in shape and cannot be aligned"
                 )
-            tpl_var = inputs.variance_of(tmpl)[0]
             tpl_data, tpl_dq = tmpl.data, inputs.dq_of(tmpl)
         else:
             tpl_data, tpl_var, tpl_dq = resampled.data, resampled.var, resampled.dq
