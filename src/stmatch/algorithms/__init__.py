@@ -5,6 +5,14 @@ systems enter as callables (pixel → world and world → pixel), data quality a
 boolean masks. Inputs are never modified.
 """
 
+from .chebyshev import (
+    chebyshev_basis,
+    chebyshev_terms,
+    evaluate_chebyshev,
+    fit_chebyshev,
+    image_domain,
+    n_chebyshev_terms,
+)
 from .detect import DETECTION_DTYPE, find_detections
 from .fluxratio import FluxRatioFit, fit_flux_ratio
 from .noise import clipped_background, sigma_from_variance
@@ -24,11 +32,19 @@ from .resample import ResampleResult, affine_resample_stamp, grids_agree, resamp
 from .skymatch import SkyInput, SkyMatchParams, SkyMatchResult, match_sky
 from .skysolve import ComponentSolution, solve_offsets
 from .skystats import SkyStatistic, StatResult
+from .spatial_kernel import SpatialKernel
 from .stars import StarList, find_stars, psf_flux
 from .zogy import ZogyResult, zogy
 from .zogy_tiled import TiledZogyResult, plan_tiles, zogy_tiled
 
 __all__ = [
+    "SpatialKernel",
+    "chebyshev_basis",
+    "chebyshev_terms",
+    "evaluate_chebyshev",
+    "fit_chebyshev",
+    "image_domain",
+    "n_chebyshev_terms",
     "DETECTION_DTYPE",
     "ComponentSolution",
     "EmpiricalPsf",
