@@ -120,9 +120,16 @@ def _by_stpsf(*headers, names=("STPSF", "WEBBPSF")):
     return False
 
 
-def _header_meta(header, primary, path):
-    """``meta.psf`` entries from FITS headers (the PSF's own first)."""
+def _header_meta(header, primary, path, k=1):
+    """``meta.psf`` entries from FITS headers (the PSF's own first).
+
+    ``PIXELSCL`` (arcsec per sample of this extension, stpsf's keyword) times the
+    oversampling ``k`` gives the detector pixel scale.
+    """
     meta = {"source_file": path.name}
+    scale = header.get("PIXELSCL", primary.get("PIXELSCL"))
+    if isinstance(scale, (int, float)) and not isinstance(scale, bool) and scale > 0:
+        meta["pixel_scale"] = float(scale) * int(k)
     for key, name in (("INSTRUME", "instrument"), ("DETECTOR", "detector"), ("FILTER", "filter")):
         value = header.get(key)
         if value is None:
@@ -182,7 +189,7 @@ def _read_grid(hdu, primary, path, oversampling, grid_order):
             x, y = _grid_order(x, y, grid_order, stpsf, path)
     k = oversampling or _header_int(header, "OVERSAMP", path) or 1
     by_stpsf = _by_stpsf(header, primary) or not missing
-    meta = _header_meta(header, primary, path)
+    meta = _header_meta(header, primary, path, k)
     meta["description"] = (
         f"{'stpsf/webbpsf ' if by_stpsf else ''}PSF grid of {n} PSF(s), oversampling {k}, "
         f"read from {path.name}"
@@ -229,7 +236,7 @@ def _read_single(hdu, primary, path, oversampling):
     x = y = None
     if "DET_X" in header and "DET_Y" in header:
         x, y = float(header["DET_X"]), float(header["DET_Y"])
-    meta = _header_meta(header, primary, path)
+    meta = _header_meta(header, primary, path, k)
     meta["description"] = (
         f"single {'stpsf/webbpsf ' if by_stpsf else ''}PSF"
         f"{' from extension ' + extname if extname else ''}, oversampling {k}, "

@@ -51,6 +51,7 @@ _META_TYPES = {
     "n_stars": int,
     "description": str,
     "source_file": str,
+    "pixel_scale": float,
 }
 
 
@@ -115,7 +116,9 @@ class PsfModel(StmatchDataModel):
         **meta
             Optional ``meta.psf`` entries: ``fwhm`` (detector pixels),
             ``instrument``, ``detector``, ``filter``, ``n_stars``,
-            ``description``, ``source_file``. None values are left out.
+            ``description``, ``source_file``, ``pixel_scale`` (arcsec per
+            detector pixel; lets a step resample a PSF made for another
+            pixel scale). None values are left out.
 
         Returns
         -------

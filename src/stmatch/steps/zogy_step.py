@@ -20,7 +20,7 @@ from ..algorithms.fluxratio import fit_flux_ratio
 from ..algorithms.zogy_tiled import zogy_tiled
 from . import _zogy_inputs as inputs
 from . import _zogy_output as output
-from . import _zogy_psf as psfs
+from . import _psf_sources as psfs
 from ._base import StmatchStep
 
 __all__ = ["ZogyStep"]

@@ -1,7 +1,8 @@
-"""ZogyStep PSFs: from a file, an analytic model, or the image's own stars.
+"""Step PSFs: from a file, an analytic model, or the image's own stars.
 
-Every PSF here is returned on the *science* pixel grid as a callable
-``(y, x) -> stamp`` (odd, centred, unit sum) evaluated at each tile centre.
+Shared by ZogyStep and PsfModelMatchStep. Every PSF here is returned on the
+grid of the image being processed as a callable ``(y, x) -> stamp`` (odd,
+centred, unit sum), evaluated where a step needs it (tile or cell centres).
 """
 
 from __future__ import annotations
@@ -24,7 +25,7 @@ from ..algorithms.psfgrid import empirical_psf, fwhm_of, psf_at
 from ..algorithms.resample import affine_resample_stamp
 from ..algorithms.stars import find_stars
 
-log = logging.getLogger("stmatch.steps.zogy")
+log = logging.getLogger("stmatch.steps.psf")
 
 #: Largest acceptable centroid offset between the two PSFs (pixels).
 CENTRING_TOLERANCE = 0.2
@@ -39,6 +40,7 @@ class PsfSource:
     at: Callable  # (y, x) -> stamp
     fwhm: float
     n_stars: int = 0
+    pixel_scale: float | None = None  # arcsec per pixel of the file, when it says
 
     def centre(self, shape):
         return self.at((shape[0] - 1) / 2.0, (shape[1] - 1) / 2.0)
@@ -112,7 +114,8 @@ def from_file(path, *, jacobian=None, to_template=None):
         desc = f"{path} (grid of {n} PSFs, oversampling {over})"
     at = _carry(at, jacobian, to_template)
     fwhm = fwhm_of(at(0.0, 0.0))
-    return PsfSource("file", desc, at, fwhm)
+    scale = model.meta.psf.instance.get("pixel_scale")
+    return PsfSource("file", desc, at, fwhm, pixel_scale=None if scale is None else float(scale))
 
 
 def from_fwhm(fwhm, *, kind, beta, size, jacobian=None):
