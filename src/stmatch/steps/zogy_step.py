@@ -18,9 +18,9 @@ from stdatamodels.jwst.datamodels.dqflags import pixel as DQ_PIXEL
 
 from ..algorithms.fluxratio import fit_flux_ratio
 from ..algorithms.zogy_tiled import zogy_tiled
+from . import _psf_sources as psfs
 from . import _zogy_inputs as inputs
 from . import _zogy_output as output
-from . import _psf_sources as psfs
 from ._base import StmatchStep
 
 __all__ = ["ZogyStep"]
