@@ -22,10 +22,21 @@ the same arguments always give the same arrays.
 - `inject_transients`: add point sources to a copy of an image model.
 - `write_zogy_pair`: write a pair, its PSF stamps and an association with
   ``science`` and ``template`` members.
+- `make_psfmatch_exposure` / `PsfMatchExposure`: an exposure whose PSF FWHM
+  varies smoothly over the detector (`FwhmField`), with its PSF grid as a
+  ``PsfModel``, the truth catalogue and a wider target FWHM, for PSF matching.
+- `write_psfmatch_exposure`: write such an exposure, its PSF grid and a
+  Gaussian target PSF.
 """
 
 from ._mosaic import Mosaic, make_mosaic, write_mosaic
 from ._points import inject_transients, psf_stamp, render_point_sources
+from ._psfmatch import (
+    FwhmField,
+    PsfMatchExposure,
+    make_psfmatch_exposure,
+    write_psfmatch_exposure,
+)
 from ._render import make_image, render_image
 from ._scene import Scene, make_scene
 from ._wcs import make_tan_wcs
@@ -33,12 +44,15 @@ from ._zogy import ZogyPair, make_zogy_pair
 from ._zogy_io import write_zogy_pair
 
 __all__ = [
+    "FwhmField",
     "Mosaic",
+    "PsfMatchExposure",
     "Scene",
     "ZogyPair",
     "inject_transients",
     "make_image",
     "make_mosaic",
+    "make_psfmatch_exposure",
     "make_scene",
     "make_tan_wcs",
     "make_zogy_pair",
@@ -46,5 +60,6 @@ __all__ = [
     "render_image",
     "render_point_sources",
     "write_mosaic",
+    "write_psfmatch_exposure",
     "write_zogy_pair",
 ]

@@ -27,6 +27,13 @@ from stdatamodels.jwst import datamodels as _jwst_datamodels
 
 from ._base import SCHEMA_URI_PREFIX, StmatchDataModel, schema_uri
 from .difference_image import TILES_DTYPE, DifferenceImageModel, empty_tiles
+from .matching_kernel import (
+    QUALITY_DTYPE,
+    SUMMARY_KEYS,
+    MatchingKernelModel,
+    empty_quality,
+    summarize_quality,
+)
 from .psf_model import PsfModel, read_psf_file
 from .skymatch_solution import (
     IMAGES_DTYPE,
@@ -40,18 +47,23 @@ __all__ = [
     "IMAGES_DTYPE",
     "MODEL_CLASSES",
     "PAIRS_DTYPE",
+    "QUALITY_DTYPE",
     "SCHEMA_URI_PREFIX",
+    "SUMMARY_KEYS",
     "TILES_DTYPE",
     "DifferenceImageModel",
+    "MatchingKernelModel",
     "PsfModel",
     "SkyMatchSolutionModel",
     "StmatchDataModel",
     "empty_images",
     "empty_pairs",
+    "empty_quality",
     "empty_tiles",
     "open",
     "read_psf_file",
     "schema_uri",
+    "summarize_quality",
 ]
 
 MODEL_CLASSES = {
@@ -59,6 +71,7 @@ MODEL_CLASSES = {
     "SkyMatchSolutionModel": SkyMatchSolutionModel,
     "PsfModel": PsfModel,
     "DifferenceImageModel": DifferenceImageModel,
+    "MatchingKernelModel": MatchingKernelModel,
 }
 """Model classes `open` returns, keyed by ``meta.model_type``.
 
