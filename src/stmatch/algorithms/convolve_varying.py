@@ -1,0 +1,615 @@
+r"""Convolution of images and variance maps with a spatially varying kernel.
+
+The kernel is a :class:`~stmatch.algorithms.spatial_kernel.SpatialKernel`,
+
+.. math::
+
+    K(x, y;\, u, v) = \sum_s B_s(x, y)\, \bar K_s(u, v),
+
+evaluated at the **output** position :math:`(x, y)` (``x`` the column, ``y`` the
+row index), with the centre pixel ``(h // 2, w // 2)`` of every term kernel at
+offset :math:`(u, v) = (0, 0)`:
+
+.. math::
+
+    O(y, x) = \sum_{v, u} K(x, y;\, u, v)\, I(y - v, x - u)
+            = \sum_s B_s(x, y)\, (\bar K_s \ast I)(y, x),
+
+so one forward FFT of the (padded) image and one inverse FFT per spatial term,
+each weighted by :math:`B_s` and accumulated, give the exact result (Alard 2000,
+A&AS 144, 363, §2). The triangular Chebyshev terms are products
+:math:`B_s = T_{i_s}(\tilde x)\, T_{j_s}(\tilde y)`: the row factor
+:math:`T_{j_s}(\tilde y)` commutes with the inverse transform along :math:`x`, so it
+is applied between the inverse transforms along :math:`y` (one per term) and along
+:math:`x` (one per distinct column factor :math:`T_i`, shared by the terms with that
+:math:`i`), and no weight is ever formed as a full-size image.
+
+The variance of the output of independent pixels with variance :math:`V` is
+
+.. math::
+
+    \mathrm{Var}\,O(x) = \sum_u K(x;\, u)^2\, V(x - u),
+    \qquad
+    K(x)^2 = \sum_{s \le t} (2 - \delta_{st})\, B_s B_t\, \bar K_s \bar K_t ,
+
+a convolution with a kernel in the span of the products :math:`\bar K_s \bar K_t`.
+:func:`convolve_variance` compresses that span to a few orthonormal images
+:math:`E_r` (see its notes and the bound there) and convolves ``V`` once per
+:math:`E_r`.
+
+Bad pixels (a mask, or non-finite values) are replaced by zero before the FFTs so
+that NaNs never spread through the transforms; the output is NaN on the bad mask
+dilated by the kernel *footprint* (:func:`kernel_footprint`), and the band at the
+borders where the footprint reaches outside the image is flagged as ``edge``.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from functools import partial
+
+import numpy as np
+from scipy import fft as sfft
+
+from .spatial_kernel import SpatialKernel
+
+__all__ = [
+    "ConvolveResult",
+    "convolve_image",
+    "convolve_variance",
+    "dilate",
+    "kernel_footprint",
+    "variance_rank",
+]
+
+_FILLS = ("reflect", "zero")
+_WORKERS = -1  # scipy.fft threads: all CPUs (os.cpu_count())
+
+
+@dataclass(frozen=True)
+class ConvolveResult:
+    """Result of :func:`convolve_image`.
+
+    Attributes
+    ----------
+    data : numpy.ndarray
+        Convolved image (``float32`` or ``float64``), NaN where ``bad``.
+    bad : numpy.ndarray
+        Boolean: output pixels whose kernel footprint touches a bad input pixel.
+    edge : numpy.ndarray
+        Boolean: output pixels whose kernel footprint reaches outside the image
+        (their values depend on the ``fill`` of the padding).
+    """
+
+    data: np.ndarray
+    bad: np.ndarray
+    edge: np.ndarray
+
+
+# ----------------------------------------------------------------------------- helpers
+def _as_kernel(kernel, shape) -> SpatialKernel:
+    if isinstance(kernel, SpatialKernel):
+        return kernel
+    k = np.asarray(kernel)
+    if k.ndim == 2 and k.dtype.kind in "fiu":
+        ny, nx = shape
+        return SpatialKernel.constant(k, (-0.5, nx - 0.5, -0.5, ny - 0.5))
+    raise ValueError(
+        "kernel must be a SpatialKernel or a 2-D array (a constant kernel), "
+        f"got {type(kernel).__name__}"
+    )
+
+
+def _input(arr, mask, name: str):
+    """The 2-D real input (as given) and its bad map (``mask`` or non-finite)."""
+    a = np.asarray(arr)
+    if a.ndim != 2 or a.size == 0 or a.dtype.kind not in "fiu":
+        raise ValueError(f"{name} must be a non-empty 2-D real array, got {a.dtype} {a.shape}")
+    bad = ~np.isfinite(a)
+    if mask is not None:
+        m = np.asarray(mask)
+        if m.shape != a.shape or m.dtype != bool:
+            raise ValueError(
+                f"mask must be a boolean array (True = bad pixel) of the {name} shape "
+                f"{a.shape}, got {m.dtype} {m.shape}"
+            )
+        bad |= m
+    return a, bad
+
+
+def _options(fill, dtype, chunk):
+    """Validated ``fill``, output dtype and ``chunk`` (None: automatic)."""
+    if fill not in _FILLS:
+        raise ValueError(f"fill must be one of {_FILLS}, got {fill!r}")
+    dt = np.dtype(dtype)
+    if dt not in (np.dtype(np.float32), np.dtype(np.float64)):
+        raise ValueError(f"dtype must be float32 or float64, got {dt}")
+    if chunk is not None and (
+        isinstance(chunk, bool) or not isinstance(chunk, (int, np.integer)) or chunk < 1
+    ):
+        raise ValueError(f"chunk must be a positive number of rows or None, got {chunk!r}")
+    return fill, dt, None if chunk is None else int(chunk)
+
+
+def _times(x_factor, r0, r1, c):
+    """``post`` callback: multiply a block by a function of the column."""
+    c *= x_factor
+
+
+def _reflect_index(idx: np.ndarray, n: int) -> np.ndarray:
+    """Indices mirrored about the first and last pixel (numpy's ``reflect`` padding)."""
+    if n == 1:
+        return np.zeros_like(idx)
+    period = 2 * (n - 1)
+    m = np.mod(idx, period)
+    return np.where(m >= n, period - m, m)
+
+
+def _grid(lo: float, hi: float, m: int) -> np.ndarray:
+    """``m`` Chebyshev–Lobatto points on ``[lo, hi]`` (ends included)."""
+    if m == 1:
+        return np.array([0.5 * (lo + hi)])
+    return 0.5 * (lo + hi) + 0.5 * (hi - lo) * np.cos(np.pi * np.arange(m) / (m - 1))
+
+
+def _separable_terms(kernel: SpatialKernel, ny: int, nx: int):
+    """Row factors ``(n, ny)`` and column factors ``(n, nx)`` with ``B_s = Y_s X_s``.
+
+    Uses :math:`T_j(1) = 1`: on the edge ``x = x1`` a term reduces to its ``y``
+    factor and on ``y = y1`` to its ``x`` factor.
+    """
+    x1, y1 = kernel.domain[1], kernel.domain[3]
+    xs = kernel.spatial_terms(np.arange(nx, dtype=np.float64), y1)
+    ys = kernel.spatial_terms(x1, np.arange(ny, dtype=np.float64))
+    px, py = np.array([0.1, 0.37, 0.81]) * nx, np.array([0.63, 0.22, 0.95]) * ny  # a guard
+    full = kernel.spatial_terms(px, py)
+    fac = kernel.spatial_terms(px, y1) * kernel.spatial_terms(x1, py)
+    if not np.allclose(full, fac, rtol=1e-10, atol=1e-10 * max(1.0, np.abs(full).max())):
+        raise NotImplementedError("the spatial terms of this kernel are not separable")
+    return ys, xs
+
+
+def _dilated_bad(bad, footprint, fill) -> np.ndarray:
+    """Bad mask dilated by the footprint; with ``fill="reflect"`` the mirrored copies
+    of bad pixels in the padding are bad too."""
+    if not bad.any():
+        return np.zeros(bad.shape, dtype=bool)
+    (ny, nx), hy, hx = bad.shape, footprint.shape[0] // 2, footprint.shape[1] // 2
+    if fill == "zero":
+        padded = np.pad(bad, ((hy, hy), (hx, hx)))
+    else:
+        ri = _reflect_index(np.arange(-hy, ny + hy), ny)
+        padded = bad[np.ix_(ri, _reflect_index(np.arange(-hx, nx + hx), nx))]
+    return dilate(padded, footprint)[hy : hy + ny, hx : hx + nx]
+
+
+def _edge_band(shape, footprint: np.ndarray) -> np.ndarray:
+    """Pixels whose footprint reaches outside an image of ``shape``.
+
+    Output pixel ``y`` reads input rows ``y - v`` for the row offsets ``v`` of the
+    footprint, so it leaves the image when ``y < max v`` or ``y >= ny + min v``
+    (and likewise for the columns).
+    """
+    ny, nx = shape
+    edge = np.zeros(shape, dtype=bool)
+    rows, cols = np.nonzero(footprint)
+    if rows.size == 0:
+        return edge
+    v = rows - footprint.shape[0] // 2
+    u = cols - footprint.shape[1] // 2
+    edge[: max(int(v.max()), 0), :] = True
+    edge[ny + min(int(v.min()), 0) :, :] = True
+    edge[:, : max(int(u.max()), 0)] = True
+    edge[:, nx + min(int(u.min()), 0) :] = True
+    return edge
+
+
+# ----------------------------------------------------------------------------- public
+def kernel_footprint(kernel: SpatialKernel, *, threshold: float = 1e-4) -> np.ndarray:
+    r"""Pixels of the kernel stamp that matter anywhere in the domain.
+
+    The kernel is realised on a grid of positions over its domain (at least
+    ``5 × 5``, ``2·order + 3`` per axis, domain corners included); a stamp pixel
+    belongs to the footprint when :math:`|K(x, y; u, v)| \ge \mathrm{threshold}
+    \cdot \max_{u, v} |K(x, y; u, v)|` at any of those positions.
+
+    Parameters
+    ----------
+    kernel : SpatialKernel
+        The kernel.
+    threshold : float
+        Relative level in ``[0, 1)``; 0 gives the whole stamp.
+
+    Returns
+    -------
+    numpy.ndarray
+        Boolean ``(h, w)`` array.
+    """
+    if not isinstance(kernel, SpatialKernel):
+        raise ValueError(f"kernel must be a SpatialKernel, got {type(kernel).__name__}")
+    threshold = float(threshold)
+    if not (0.0 <= threshold < 1.0):
+        raise ValueError(f"threshold must be in [0, 1), got {threshold!r}")
+    m = max(5, 2 * kernel.order + 3)
+    x0, x1, y0, y1 = kernel.domain
+    gx, gy = np.meshgrid(np.linspace(x0, x1, m), np.linspace(y0, y1, m))
+    k = np.abs(kernel.kernels_at(gx, gy))  # (m*m, h, w)
+    peak = k.max(axis=(1, 2), keepdims=True)
+    keep = (k >= threshold * peak) & (peak > 0)
+    return keep.any(axis=0)
+
+
+def dilate(mask, footprint) -> np.ndarray:
+    r"""Binary dilation of a mask by a kernel footprint.
+
+    .. math::
+
+        D(y, x) = \bigvee_{(i, j):\, F_{ij}} M(y - v_i,\, x - u_j),
+        \qquad v_i = i - h/\!/2,\ u_j = j - w/\!/2,
+
+    true where the footprint, placed as in the convolution (module notes), touches
+    a true pixel of ``M`` (pixels outside the image are false). Sparse masks are
+    dilated by scattering the footprint offsets, dense ones by an FFT convolution
+    with the footprint (small integer counts in float64: thresholding at 1/2 is exact).
+
+    Parameters
+    ----------
+    mask : array_like of bool
+        2-D mask.
+    footprint : array_like of bool
+        Odd-sized 2-D footprint; its centre pixel is offset ``(0, 0)``.
+
+    Returns
+    -------
+    numpy.ndarray
+        New boolean array of the mask's shape.
+    """
+    m = np.asarray(mask)
+    if m.ndim != 2 or m.dtype != bool:
+        raise ValueError(f"mask must be a 2-D boolean array, got {m.dtype} {m.shape}")
+    f = np.asarray(footprint)
+    if f.ndim != 2 or f.shape[0] % 2 == 0 or f.shape[1] % 2 == 0:
+        raise ValueError(f"footprint must be a 2-D array of odd sizes, got shape {f.shape}")
+    f = f.astype(bool)
+    ny, nx = m.shape
+    out = np.zeros(m.shape, dtype=bool)
+    ys, xs = np.nonzero(m)
+    fv, fu = np.nonzero(f)
+    if ys.size == 0 or fv.size == 0:
+        return out
+    fv = fv - f.shape[0] // 2
+    fu = fu - f.shape[1] // 2
+    if ys.size * fv.size <= m.size // 4:
+        step = max(1, (1 << 22) // ys.size)
+        for a in range(0, fv.size, step):
+            yy = (ys[None, :] + fv[a : a + step, None]).ravel()
+            xx = (xs[None, :] + fu[a : a + step, None]).ravel()
+            ok = (yy >= 0) & (yy < ny) & (xx >= 0) & (xx < nx)
+            out[yy[ok], xx[ok]] = True
+        return out
+    ones = f[None].astype(np.float64)
+    counts = _fft_convolve_terms(m, None, ones, [([(0, None)], None)], "zero", np.float32, None)
+    return counts > 0.5
+
+
+def _auto_chunk(h: int) -> int:
+    """Rows per block: transforms of about 256 rows (or ``4 h``) stay in cache."""
+    return sfft.next_fast_len(max(256, 4 * h)) - 2 * (h // 2)
+
+
+def _fft_convolve_terms(arr, bad, kernels, groups, fill, out_dtype, chunk):
+    r"""Core: :math:`\sum_g P_g \cdot \mathcal{F}_x^{-1}\big[\sum_{s \in g} Y_s(y)\,
+    \mathcal{F}_y^{-1}(\hat I\, \hat K_s)\big]` (module notes).
+
+    ``groups``: list of ``(members, post)``; ``members``: ``(s, y_factor)`` pairs
+    (``y_factor`` over the image rows, or None for 1); ``post(r0, r1, c)``
+    multiplies the real block ``c`` of output rows ``[r0, r1)`` in place, or None.
+    ``arr`` (real or boolean) is read with its ``bad`` pixels (or None) as 0. Each
+    block of rows, with ``hy`` rows of overlap (mirrored or zero beyond the image)
+    and ``hx`` padded columns, is transformed once in an array of fast FFT size;
+    all blocks share that size, so the kernel transforms (small matrix products,
+    the kernels being tiny) are computed once. Float64 sums; all CPUs.
+    """
+    ny, nx = arr.shape
+    n, h, w = kernels.shape
+    hy, hx = h // 2, w // 2
+    chunk = min(_auto_chunk(h) if chunk is None else chunk, ny)
+    out = np.empty((ny, nx), dtype=out_dtype)
+    fy = sfft.next_fast_len(chunk + 2 * hy)
+    fx = sfft.next_fast_len(nx + 2 * hx, real=True)
+    nkx = fx // 2 + 1
+    ex = np.exp(-2j * np.pi * np.outer(np.arange(w) - hx, np.arange(nkx)) / fx)
+    ey = np.exp(-2j * np.pi * np.outer(np.arange(fy), np.arange(h) - hy) / fy)
+    kx_terms = [kernels[s] @ ex for s in range(n)]  # (h, nkx) each
+    cached = n * fy * nkx * 16 <= 1 << 28
+    khat = [ey @ k for k in kx_terms] if cached else None
+    ci = np.arange(-hx, nx + hx)
+    ci = _reflect_index(ci, nx) if fill == "reflect" else ci
+    col_out = (ci < 0) | (ci >= nx)
+    ci = np.clip(ci, 0, nx - 1)
+
+    def spectrum(r0, r1):
+        rows = np.arange(r0 - hy, r1 + hy)
+        ri = _reflect_index(rows, ny) if fill == "reflect" else rows
+        row_out = (ri < 0) | (ri >= ny)
+        ri = np.clip(ri, 0, ny - 1)
+        buf = np.zeros((fy, fx), dtype=np.float64)
+        blk = buf[: rows.size, : ci.size]
+        inner = blk[:, hx : hx + nx]
+        inner[...] = arr[ri]
+        if bad is not None:
+            inner[bad[ri]] = 0.0
+        blk[:, :hx] = blk[:, ci[:hx] + hx]
+        blk[:, hx + nx :] = blk[:, ci[hx + nx :] + hx]
+        if fill == "zero":
+            blk[row_out] = 0.0
+            blk[:, col_out] = 0.0
+        return sfft.rfft2(buf, workers=_WORKERS, overwrite_x=True)
+
+    for r0 in range(0, ny, chunk):
+        r1 = min(r0 + chunk, ny)
+        spec = spectrum(r0, r1)
+        prod = np.empty_like(spec)
+        direct = out_dtype == np.float64
+        acc = out[r0:r1] if direct else np.empty((r1 - r0, nx))
+        for g, (members, post) in enumerate(groups):
+            mixed = None
+            for s, y_factor in members:
+                if cached:
+                    np.multiply(khat[s], spec, out=prod)
+                else:
+                    np.matmul(ey, kx_terms[s], out=prod)
+                    prod *= spec
+                part = sfft.ifft(prod, axis=0, workers=_WORKERS, overwrite_x=True)
+                part = part[hy : hy + r1 - r0]
+                if y_factor is not None:
+                    part *= y_factor[r0:r1, None]
+                if mixed is None:  # copy: the next term reuses the transform's buffer
+                    mixed = part if len(members) == 1 else part.copy()
+                else:
+                    mixed += part
+                del part
+            full = sfft.irfft(mixed, n=fx, axis=1, workers=_WORKERS, overwrite_x=True)
+            c = full[:, hx : hx + nx]
+            if post is not None:
+                post(r0, r1, c)
+            if g == 0:
+                acc[...] = c
+            else:
+                acc += c
+            del mixed, full, c
+        if not direct:
+            out[r0:r1] = acc
+    return out
+
+
+def convolve_image(
+    image,
+    kernel,
+    *,
+    mask=None,
+    fill: str = "reflect",
+    dtype=np.float32,
+    footprint_threshold: float = 1e-4,
+    chunk=None,
+) -> ConvolveResult:
+    r"""Convolve an image with a spatially varying kernel.
+
+    Computes :math:`O(y, x) = \sum_{v,u} K(x, y; u, v)\, I(y - v, x - u)` as
+    :math:`\sum_s B_s(x, y)\,(\bar K_s \ast I)` (module notes): the image is padded
+    by the kernel half-sizes, transformed once with a real FFT (sizes from
+    :func:`scipy.fft.next_fast_len`, all CPUs), multiplied by each term kernel's
+    transform and transformed back, weighted by the spatial terms and accumulated
+    in float64. The padding makes the convolution linear (nothing wraps around).
+    For a constant kernel (one term) this is an ordinary convolution,
+    ``scipy.signal.fftconvolve(image, kernel, mode="same")`` away from the edges.
+
+    Parameters
+    ----------
+    image : array_like
+        2-D image (not modified).
+    kernel : SpatialKernel or array_like
+        The kernel; a 2-D array is a constant kernel.
+    mask : array_like of bool, optional
+        True for bad input pixels; non-finite pixels are bad as well.
+    fill : {"reflect", "zero"}
+        Values beyond the borders: the image mirrored about its first and last
+        pixels (numpy's ``reflect``), or zero.
+    dtype : float32 or float64
+        Output type (the arithmetic is float64 in either case).
+    footprint_threshold : float
+        Relative level of :func:`kernel_footprint` used for ``bad`` and ``edge``.
+    chunk : int, optional
+        Rows of output per block; each block is transformed with ``h // 2``
+        overlapping rows on either side. By default blocks whose transforms have
+        about 256 rows (at least ``4 h``) are used: small transforms stay in the
+        processor caches and the memory of the transforms is a small fraction of
+        the image. ``chunk=image.shape[0]`` transforms the whole padded image at once.
+
+    Returns
+    -------
+    ConvolveResult
+        ``data`` (NaN where ``bad``), ``bad`` (the bad input mask, mirrored into
+        the padding for ``fill="reflect"``, dilated by the footprint) and ``edge``
+        (footprint reaches beyond the image).
+
+    Bad pixels read as 0 in the transforms, so a NaN never spreads beyond the
+    footprint; outside it (``|K|`` below ``footprint_threshold`` of its peak) that
+    zero may leave a correspondingly tiny bias.
+    """
+    arr, bad = _input(image, mask, "image")
+    kern = _as_kernel(kernel, arr.shape)
+    fill, out_dtype, chunk = _options(fill, dtype, chunk)
+    foot = kernel_footprint(kern, threshold=footprint_threshold)
+    ys, xs = _separable_terms(kern, *arr.shape)
+    groups = {}  # terms with the same x factor share one inverse transform along x
+    for s in range(kern.n_terms):
+        post = None if np.all(xs[s] == 1.0) else partial(_times, xs[s])
+        members = groups.setdefault(xs[s].tobytes(), ([], post))[0]
+        members.append((s, None if np.all(ys[s] == 1.0) else ys[s]))
+    groups = list(groups.values())
+    data = _fft_convolve_terms(arr, bad, kern.term_kernels, groups, fill, out_dtype, chunk)
+    bad_out = _dilated_bad(bad, foot, fill)
+    data[bad_out] = np.nan
+    return ConvolveResult(data=data, bad=bad_out, edge=_edge_band(arr.shape, foot))
+
+
+# ----------------------------------------------------------------------------- variance
+def _variance_basis(kernel: SpatialKernel, rtol: float, box):
+    r"""Orthonormal images ``E`` spanning :math:`K(x)^2` to ``rtol`` and the pair
+    coefficients ``coef[p, r] = (2 - δ) <K_s K_t, E_r>`` for the pairs ``s <= t``."""
+    rtol = float(rtol)
+    if not (0.0 <= rtol < 1.0):
+        raise ValueError(f"rtol must be in [0, 1), got {rtol!r}")
+    tk = kernel.term_kernels
+    n, h, w = tk.shape
+    pairs = [(s, t) for s in range(n) for t in range(s, n)]
+    mult = np.array([1.0 if s == t else 2.0 for s, t in pairs])
+    prods = np.stack([(tk[s] * tk[t]).ravel() for s, t in pairs])  # (P, hw)
+    m = 2 * kernel.order + 1
+    gx, gy = np.meshgrid(_grid(box[0], box[1], m), _grid(box[2], box[3], m))
+    b = kernel.spatial_terms(gx.ravel(), gy.ravel())  # (n, G)
+    wgt = np.stack([mult[p] * b[s] * b[t] for p, (s, t) in enumerate(pairs)])  # (P, G)
+    q = prods.T @ wgt  # (hw, G): K(x_g)^2 at the grid points
+    u, sv, _ = np.linalg.svd(q, full_matrices=False)
+    total = float(np.sqrt(np.sum(sv**2)))
+    if total == 0.0:
+        return np.zeros((0, h, w)), np.zeros((len(pairs), 0)), pairs
+    tail = np.sqrt(np.cumsum((sv**2)[::-1])[::-1])  # tail[r] = ||discarded part|| keeping r
+    tail = np.append(tail, 0.0)
+    tol = max(rtol, 1e-13) * total
+    rank = int(np.argmax(tail <= tol))
+    e = u[:, :rank]
+    coef = mult[:, None] * (prods @ e)  # (P, rank)
+    return e.T.reshape(rank, h, w), coef, pairs
+
+
+def _box(kernel: SpatialKernel, shape):
+    x0, x1, y0, y1 = kernel.domain
+    if shape is None:
+        return (x0, x1, y0, y1)
+    ny, nx = (int(s) for s in shape)
+    return (min(x0, 0.0), max(x1, nx - 1.0), min(y0, 0.0), max(y1, ny - 1.0))
+
+
+def variance_rank(kernel: SpatialKernel, *, rtol: float = 1e-4, shape=None) -> int:
+    """Number of convolutions :func:`convolve_variance` does for ``kernel``.
+
+    Parameters
+    ----------
+    kernel : SpatialKernel
+        The kernel.
+    rtol : float
+        Relative truncation level (see :func:`convolve_variance`).
+    shape : tuple of int, optional
+        Image shape; the sampling grid then also covers the image.
+
+    Returns
+    -------
+    int
+        The rank kept: at most ``n (n + 1) / 2`` for ``n`` terms, and at most
+        ``(order + 1)(2 order + 1)`` (the polynomials of degree ``2 order``).
+    """
+    if not isinstance(kernel, SpatialKernel):
+        raise ValueError(f"kernel must be a SpatialKernel, got {type(kernel).__name__}")
+    return int(_variance_basis(kernel, rtol, _box(kernel, shape))[0].shape[0])
+
+
+def convolve_variance(
+    variance,
+    kernel,
+    *,
+    mask=None,
+    rtol: float = 1e-4,
+    dtype=np.float32,
+    fill: str = "reflect",
+    footprint_threshold: float = 1e-4,
+    chunk=None,
+) -> np.ndarray:
+    r"""Propagate a variance map of independent pixels through the convolution.
+
+    .. math::
+
+        \mathrm{Var}\,O(x) = \sum_u K(x;\, u)^2\, V(x - u).
+
+    :math:`K(x)^2` lies in the span of the products :math:`\bar K_s \bar K_t`
+    (:math:`s \le t`), with weights :math:`(2 - \delta_{st}) B_s B_t`, polynomials
+    of total degree :math:`\le 2n` (:math:`n` the spatial order). The squared
+    kernel is sampled on a tensor grid of :math:`(2n+1)^2` Chebyshev–Lobatto
+    points covering the domain and the image, :math:`Q = [K(x_g)^2]_g`, and its
+    SVD :math:`Q = U \Sigma W^T` gives orthonormal images :math:`E_r = U_{:,r}`;
+    the smallest rank :math:`R` with
+    :math:`\|Q - U_R U_R^T Q\|_F = (\sum_{r \ge R} \sigma_r^2)^{1/2} \le
+    \mathrm{rtol}\,\|Q\|_F` is kept. The coefficients
+    :math:`a_r(x, y) = \langle K(x, y)^2, E_r \rangle
+    = \sum_{s \le t} (2 - \delta_{st}) B_s B_t \langle \bar K_s \bar K_t, E_r \rangle`
+    are evaluated exactly at every pixel, and
+
+    .. math::
+
+        \mathrm{Var}\,O \approx \sum_{r < R} a_r \cdot (E_r \ast V).
+
+    **Error bound.** The residual :math:`e(x) = (1 - U_R U_R^T) K(x)^2` is a
+    polynomial of degree :math:`\le 2n` per axis, so it is the tensor
+    interpolant of its grid values and, inside the sampled box,
+    :math:`\|e(x)\|_2 \le \Lambda\, \mathrm{rtol}\, \|Q\|_F` with the Lebesgue
+    constant :math:`\Lambda \le (1 + \tfrac{2}{\pi} \ln 2n)^2` (about 3.6 for
+    :math:`n = 2`). The variance error is then
+    :math:`|\Delta \mathrm{Var}(x)| \le \|e(x)\|_2\, \|V_x\|_2` with :math:`V_x`
+    the variance values under the kernel stamp. With ``rtol = 0`` only round-off
+    (:math:`10^{-13}` relative) is discarded and the result is exact.
+
+    Parameters
+    ----------
+    variance : array_like
+        2-D variance map (not modified). Non-finite or negative values are bad.
+    kernel : SpatialKernel or array_like
+        The kernel; a 2-D array is a constant kernel.
+    mask : array_like of bool, optional
+        True for bad pixels.
+    rtol : float
+        Relative truncation level of the squared-kernel basis.
+    dtype : float32 or float64
+        Output type (float64 arithmetic).
+    fill : {"reflect", "zero"}
+        Padding beyond the borders, as in :func:`convolve_image`.
+    footprint_threshold : float
+        As in :func:`convolve_image` (the NaN masks of both agree).
+    chunk : int, optional
+        Row blocks, as in :func:`convolve_image`.
+
+    Returns
+    -------
+    numpy.ndarray
+        Non-negative variance of the convolved image (round-off negatives are
+        clipped to 0), NaN on the dilated bad mask.
+    """
+    arr, bad = _input(variance, mask, "variance")
+    kern = _as_kernel(kernel, arr.shape)
+    fill, out_dtype, chunk = _options(fill, dtype, chunk)
+    bad |= np.less(arr, 0, where=~bad, out=np.zeros(arr.shape, dtype=bool))
+    foot = kernel_footprint(kern, threshold=footprint_threshold)
+    ny, nx = arr.shape
+    basis, coef, pairs = _variance_basis(kern, rtol, _box(kern, arr.shape))
+    if basis.shape[0] == 0:
+        data = np.zeros(arr.shape, dtype=out_dtype)
+    else:
+        ys, xs = _separable_terms(kern, ny, nx)
+        # a_r(x, y) = sum_p coef[p, r] Y_s Y_t(y) X_s X_t(x): pairs sharing a row
+        # factor are merged, then each a_r is a thin matrix product per block
+        zy = np.stack([ys[s] * ys[t] for s, t in pairs])  # (P, ny)
+        zx = np.stack([xs[s] * xs[t] for s, t in pairs])  # (P, nx)
+        zy, group = np.unique(zy, axis=0, return_inverse=True)
+        gx = np.zeros((basis.shape[0], zy.shape[0], nx))
+        for p in range(len(pairs)):
+            gx[:, group.ravel()[p]] += coef[p][:, None] * zx[p]
+        zy = np.ascontiguousarray(zy.T)  # (ny, Q)
+
+        def weight(r, r0, r1, c):
+            c *= np.einsum("yq,qx->yx", zy[r0:r1], gx[r])
+
+        groups = [([(r, None)], partial(weight, r)) for r in range(basis.shape[0])]
+        data = _fft_convolve_terms(arr, bad, basis, groups, fill, out_dtype, chunk)
+        np.maximum(data, 0.0, out=data)
+    data[_dilated_bad(bad, foot, fill)] = np.nan
+    return data
