@@ -80,6 +80,34 @@ FILES = {
             "astrometric_noise": [0.05, 0.05],
         },
     },
+    "stmatch_psfmatch-nircam.asdf": {
+        "class": "stmatch.steps.PsfModelMatchStep",
+        "description": (
+            "NIRCam imaging: matching short-wavelength bands (FWHM ~1.3 px at 0.031 arcsec) to "
+            "F444W (~4.7 px) needs a matching Gaussian of sigma ~2 px and room for the "
+            "diffraction wings: 31 px kernels; stpsf grids vary smoothly across the 2048 px "
+            "detectors, so 256 px cells (64 cells) with a quadratic spatial model."
+        ),
+        "parameters": {"kernel_size": 31, "cell_size": 256},
+    },
+    "stmatch_psfmatch-niriss.asdf": {
+        "class": "stmatch.steps.PsfModelMatchStep",
+        "description": (
+            "NIRISS imaging: 0.065 arcsec pixels, FWHM ~1.5-2.5 px, so a matching kernel "
+            "sigma of at most ~2 px: 25 px kernels, 256 px cells over the 2048 px detector."
+        ),
+        "parameters": {"kernel_size": 25, "cell_size": 256},
+    },
+    "stmatch_psfmatch-miri.asdf": {
+        "class": "stmatch.steps.PsfModelMatchStep",
+        "description": (
+            "MIRI imaging: 0.11 arcsec pixels, FWHM 2-7 px from F560W to F2550W and a strong "
+            "cruciform wing: 41 px kernels; the ~1024 px detector varies little, so 256 px "
+            "cells (16 cells) with a linear spatial model."
+        ),
+        "parameters": {"kernel_size": 41, "cell_size": 256, "spatial_kernel_order": 1},
+    },
+
 }
 
 

@@ -19,6 +19,11 @@ def test_demo_runs_through_strun_and_recovers_levels(tmp_path):
     for r in zogy["rows"]:
         assert abs(r["flux"] - r["true_flux"]) < 4 * r["flux_err"] + 0.03 * abs(r["true_flux"])
     assert zogy["qa"].exists() and zogy["qa"].stat().st_size > 10_000
+    psfm = out["psfmatch"]
+    assert psfm["qa"].exists() and psfm["qa"].stat().st_size > 10_000
+    for r in psfm["rows"]:
+        assert r["fwhm_before"] == pytest.approx(r["true_fwhm"], rel=0.05)
+        assert r["fwhm_after"] == pytest.approx(psfm["target_fwhm"], rel=0.03)
 
 
 def test_cli_parses_version(capsys):

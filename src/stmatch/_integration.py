@@ -8,6 +8,7 @@ plugin, so it must stay free of imports: it returns class names as strings.
 _STEPS = [
     ("stmatch.steps.SkyMatchStep", "stmatch_skymatch", False),
     ("stmatch.steps.ZogyStep", "stmatch_zogy", False),
+    ("stmatch.steps.PsfModelMatchStep", "stmatch_psfmatch", False),
 ]
 
 SCHEMA_URI_PREFIX = "asdf://stmatch.org/stmatch/schemas/"

@@ -44,6 +44,7 @@ def test_packaged_files_are_valid_for_their_step(path):
     step_class = {
         "stmatch_skymatch": stmatch.steps.SkyMatchStep,
         "stmatch_zogy": stmatch.steps.ZogyStep,
+        "stmatch_psfmatch": stmatch.steps.PsfModelMatchStep,
     }[alias]
     assert cfg["class"] == f"stmatch.steps.{step_class.__name__}"
     assert cfg["name"] == alias == step_class.class_alias
@@ -53,7 +54,7 @@ def test_packaged_files_are_valid_for_their_step(path):
         assert getattr(step, key) == value
 
 
-@pytest.mark.parametrize("alias", ["stmatch_skymatch", "stmatch_zogy"])
+@pytest.mark.parametrize("alias", ["stmatch_skymatch", "stmatch_zogy", "stmatch_psfmatch"])
 def test_packaged_files_exist_for_three_instruments(alias):
     names = {p.name for p in PARS_DIR.glob(f"{alias}-*.asdf")}
     assert {f"{alias}-nircam.asdf", f"{alias}-niriss.asdf", f"{alias}-miri.asdf"} <= names
@@ -68,6 +69,15 @@ def test_zogy_selection_by_instrument(instrument, expected):
     cfg = ZogyStep.get_config_from_reference(_model(instrument))
     assert cfg.get("tile_size") == expected
     assert cfg["psf_size"] == (41 if instrument == "MIRI" else 31)
+
+
+@pytest.mark.parametrize("instrument,expected", [("NIRCAM", 31), ("NIRISS", 25), ("MIRI", 41)])
+def test_psfmatch_selection_by_instrument(instrument, expected):
+    from stmatch.steps import PsfModelMatchStep
+
+    cfg = PsfModelMatchStep.get_config_from_reference(_model(instrument))
+    assert cfg["kernel_size"] == expected
+    assert cfg["cell_size"] == 256
 
 
 @pytest.mark.parametrize(

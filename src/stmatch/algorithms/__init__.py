@@ -5,6 +5,8 @@ systems enter as callables (pixel → world and world → pixel), data quality a
 boolean masks. Inputs are never modified.
 """
 
+from .bgmatch_fit import BackgroundFit, UndersampledError, fit_background, match_background
+from .bgmatch_grid import BinnedGrid, bin_difference, match_diagnostics, reference_scores
 from .chebyshev import (
     chebyshev_basis,
     chebyshev_terms,
@@ -13,6 +15,7 @@ from .chebyshev import (
     image_domain,
     n_chebyshev_terms,
 )
+from .convolve_varying import ConvolveResult, convolve_image, convolve_variance, kernel_footprint
 from .detect import DETECTION_DTYPE, find_detections
 from .fluxratio import FluxRatioFit, fit_flux_ratio
 from .noise import clipped_background, sigma_from_variance
@@ -28,6 +31,27 @@ from .psf import (
     recentre_psf,
 )
 from .psfgrid import EmpiricalPsf, bin_oversampled, empirical_psf, fwhm_of, psf_at
+from .psfmatch_basis import (
+    KernelBasis,
+    alard_lupton_basis,
+    alard_lupton_sigmas,
+    delta_function_basis,
+)
+from .psfmatch_kernel import (
+    KernelFit,
+    SpatialKernelFit,
+    cell_centres,
+    psf_padding,
+    solve_kernel,
+    solve_spatial_kernel,
+)
+from .psfmatch_metrics import (
+    DeconvolutionCheck,
+    KernelQuality,
+    check_deconvolution,
+    encircled_energy,
+    kernel_quality,
+)
 from .resample import ResampleResult, affine_resample_stamp, grids_agree, resample_image
 from .skymatch import SkyInput, SkyMatchParams, SkyMatchResult, match_sky
 from .skysolve import ComponentSolution, solve_offsets
@@ -38,6 +62,33 @@ from .zogy import ZogyResult, zogy
 from .zogy_tiled import TiledZogyResult, plan_tiles, zogy_tiled
 
 __all__ = [
+    "BackgroundFit",
+    "UndersampledError",
+    "fit_background",
+    "match_background",
+    "BinnedGrid",
+    "bin_difference",
+    "match_diagnostics",
+    "reference_scores",
+    "ConvolveResult",
+    "convolve_image",
+    "convolve_variance",
+    "kernel_footprint",
+    "KernelBasis",
+    "alard_lupton_basis",
+    "alard_lupton_sigmas",
+    "delta_function_basis",
+    "KernelFit",
+    "SpatialKernelFit",
+    "cell_centres",
+    "psf_padding",
+    "solve_kernel",
+    "solve_spatial_kernel",
+    "DeconvolutionCheck",
+    "KernelQuality",
+    "check_deconvolution",
+    "encircled_energy",
+    "kernel_quality",
     "SpatialKernel",
     "chebyshev_basis",
     "chebyshev_terms",
