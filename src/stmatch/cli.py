@@ -242,7 +242,12 @@ def _demo_psfmatch(out, *, seed, say, env):
 
     t0 = time.perf_counter()
     exposure = make_psfmatch_exposure(
-        (512, 512), fwhm_range=(2.0, 3.2), variation="quadratic", n_stars=150, seed=seed
+        (512, 512),
+        fwhm_range=(2.0, 3.2),
+        variation="quadratic",
+        n_stars=150,
+        grid=(5, 5),
+        seed=seed,
     )
     files = write_psfmatch_exposure(out / "psfmatch_data", exposure, name="psfmatch")
     say(
@@ -267,7 +272,7 @@ def _demo_psfmatch(out, *, seed, say, env):
         f"  ran: {' '.join(Path(c).name if i == 0 else str(c) for i, c in enumerate(cmd))}"
         f" ({time.perf_counter() - t0:.1f} s)"
     )
-    stem = Path(files["image"]).stem
+    stem = Path(files["image"]).stem.removesuffix("_cal")
     matched_path = out / f"{stem}_psfmatch.fits"
     with open_model(files["image"]) as before, open_model(matched_path) as after:
         info = after.meta.stmatch.instance["steps"]["stmatch_psfmatch"]
