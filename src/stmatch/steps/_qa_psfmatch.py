@@ -59,8 +59,9 @@ def psfmatch_figure(kernel_model, source, target, path):
     ax.set_yticks([])
     fig.colorbar(im, ax=ax, fraction=0.04)
 
-    top = fig.add_axes([0.57, 0.42, 0.4, 0.5])
-    bottom = fig.add_axes([0.57, 0.1, 0.4, 0.28], sharex=top)
+    top = fig.add_axes([0.61, 0.42, 0.37, 0.5])
+    bottom = fig.add_axes([0.61, 0.1, 0.37, 0.28], sharex=top)
+    r_max = 1.0
     for i in _positions(kernel_model):
         x, y = float(gx[i]), float(gy[i])
         t = target.at(y, x)
@@ -69,12 +70,14 @@ def psfmatch_figure(kernel_model, source, target, path):
         r_m, ee_m = encircled_energy(m)
         line = top.plot(r_m, ee_m, label=f"matched ({x:.0f}, {y:.0f})")[0]
         top.plot(r_t, ee_t, ls=":", color=line.get_color())
+        r_max = max(r_max, 2.0 * float(r_t[np.searchsorted(ee_t, 0.999 * ee_t[-1])]))
         common = r_t[r_t <= r_m.max()]
         bottom.plot(
             common,
             np.interp(common, r_m, ee_m) - np.interp(common, r_t, ee_t),
             color=line.get_color(),
         )
+    top.set_xlim(0.0, r_max)
     top.set_ylabel("encircled energy")
     top.set_title("Matched (solid) vs target (dotted)")
     top.legend(fontsize=7)
