@@ -511,8 +511,9 @@ def solve_spatial_kernel(
         cells).
     domain : tuple of float
         ``(x0, x1, y0, y1)`` Chebyshev domain, e.g. :func:`image_domain` of the image.
-    method, kernel_size, kernel_sum, basis, regularization_lambda, regularization, \
-window, penalty, pad_psf_by, fourier_filter
+    method, kernel_size, kernel_sum, basis
+        As in :func:`solve_kernel`.
+    regularization_lambda, regularization, window, penalty, pad_psf_by, fourier_filter
         As in :func:`solve_kernel`.
 
     Returns

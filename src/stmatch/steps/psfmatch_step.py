@@ -74,7 +74,7 @@ class PsfModelMatchStep(StmatchStep):
         scale_by_fwhm = boolean(default=True) # centre the Gaussian sigmas on sqrt(sigma_t^2 - sigma_s^2)
         regularization_lambda = float(min=0.0, default=0.2) # delta_function: Laplacian regularisation strength
         regularization = float(min=0.0, default=0.0001) # fourier: Wiener regularisation (fraction of max|P|^2)
-        window = option('none', 'tukey', 'hann', 'cosine_bell', 'split_cosine_bell', 'top_hat', default='none') # fourier: window on the kernel transform
+        window = option('none', 'tukey', 'hann', 'cosine_bell', 'top_hat', default='none') # fourier: window on the kernel transform
         penalty = option('none', 'laplacian', default='none') # fourier: Wiener penalty (flat or Laplacian, as pypher)
         fourier_filter = option('wiener', 'ratio', default='wiener') # fourier: Wiener filter or thresholded ratio of transforms
         pad_psf_by = integer(min=0, default=None) # pixels added to the PSF stamps (even); default automatic
