@@ -264,3 +264,21 @@ def test_nan_pixels_are_contained(constant_exposure):
     assert ys.min() >= 100 - 10 and ys.max() <= 100 + 10
     assert xs.min() >= 100 - 10 and xs.max() <= 100 + 10
     assert (result.dq[nan] & 1).all()
+
+
+def test_target_from_another_exposure(constant_exposure, tmp_path):
+    """target_image: a PSF-matched product's attached PSF, else the exposure's stars."""
+    _, matched = _run(constant_exposure.model, psf_fwhm=2.0, target_psf_fwhm=3.5)
+    path = tmp_path / "reference_psfmatch.fits"
+    matched.save(str(path))
+    step, again = _run(constant_exposure.model, psf_fwhm=2.0, target_image=str(path))
+    assert "attached" in step.kernel_model.meta.psfmatch.target_psf
+    assert fwhm_of(again.psf, deconvolve_pixel=True) == pytest.approx(3.5, rel=0.01)
+    wide = make_psfmatch_exposure(
+        (256, 256), fwhm_range=(3.2, 3.2), variation="none", n_stars=60, noise=0.5, seed=8
+    )
+    other = tmp_path / "wide_cal.fits"
+    wide.model.save(str(other))
+    step, out = _run(constant_exposure.model, psf_fwhm=2.0, target_image=str(other))
+    assert "empirical" in step.kernel_model.meta.psfmatch.target_psf
+    assert fwhm_of(out.psf, deconvolve_pixel=True) == pytest.approx(3.2, rel=0.05)

@@ -118,6 +118,12 @@ def from_file(path, *, jacobian=None, to_template=None):
     return PsfSource("file", desc, at, fwhm, pixel_scale=None if scale is None else float(scale))
 
 
+def from_stamp(stamp, description, *, kind="file"):
+    """PsfSource of one stamp that applies everywhere (normalised to unit sum)."""
+    at = _constant(stamp)
+    return PsfSource(kind, description, at, fwhm_of(at(0.0, 0.0)))
+
+
 def from_fwhm(fwhm, *, kind, beta, size, jacobian=None):
     """PsfSource of an analytic PSF (FWHM in the image's own pixels)."""
     stamp = analytic_psf(fwhm, kind=kind, beta=beta, size=size)

@@ -150,11 +150,30 @@ def target_psf(step, model, dqbits, open_model) -> psfs.PsfSource:
         if not path.exists():
             raise FileNotFoundError(f"target image not found: {path}")
         other = open_model(str(path))
-        log.info("Target PSF from the stars of %s", path.name)
-        source = _stars_source(step, other, path.name, dqbits)
+        attached = _attached_psf(other)
+        if attached is not None:
+            log.info("Target PSF: the PSF attached to %s (a PSF-matched product)", path.name)
+            source = psfs.from_stamp(attached, f"PSF attached to {path.name}")
+        else:
+            log.info("Target PSF from the stars of %s", path.name)
+            source = _stars_source(step, other, path.name, dqbits)
         source = rescale_source(source, pixel_scale(other), image_scale, "The target")
     log.info("Target PSF: %s", source.description)
     return source
+
+
+def _attached_psf(model):
+    """The ``psf`` stamp a PSF-matched product carries, or None."""
+    try:
+        psf = model.psf if model.hasattr("psf") else None
+    except Exception:  # models whose schema has no psf entry
+        psf = getattr(model, "psf", None)
+    if psf is None:
+        return None
+    psf = np.asarray(psf, dtype=np.float64)
+    if psf.ndim != 2 or psf.shape[0] % 2 == 0 or psf.shape[1] % 2 == 0:
+        return None
+    return psf if np.isfinite(psf).all() and psf.sum() > 0 else None
 
 
 def is_constant(source: psfs.PsfSource, shape) -> bool:
