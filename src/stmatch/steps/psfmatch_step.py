@@ -268,7 +268,8 @@ class PsfModelMatchStep(StmatchStep):
 
     def _deconvolution_guard(self, sources, targets, cx, cy):
         worst = None
-        for s, t, x, y in zip(sources, targets, cx, cy, strict=True):
+        pick = _spread(cx, cy, MAX_CHECKED_CELLS)
+        for s, t, x, y in zip(sources[pick], targets[pick], cx[pick], cy[pick], strict=True):
             check = check_deconvolution(s, t)
             if check.is_deconvolution and (worst is None or check.max_gain > worst[0].max_gain):
                 worst = (check, x, y)
@@ -319,6 +320,8 @@ class PsfModelMatchStep(StmatchStep):
 
         rng = np.random.default_rng(12345)
         n = int(self.n_random_checks)
+        pick = _spread(cx, cy, MAX_CHECKED_CELLS)
+        cx, cy = cx[pick], cy[pick]
         xs = np.concatenate([cx, rng.uniform(0, shape[1] - 1, n)])
         ys = np.concatenate([cy, rng.uniform(0, shape[0] - 1, n)])
         table = empty_quality(xs.size)
@@ -392,6 +395,25 @@ class PsfModelMatchStep(StmatchStep):
         )
         self.record_stmatch(km)
         return km
+
+
+#: Most cells where the deconvolution guard and the quality metrics are evaluated
+#: (spread evenly over the cells, always including the first and the last).
+MAX_CHECKED_CELLS = 64
+
+
+def _spread(cx, cy, most):
+    """Indices of at most ~``most`` cells on a sub-grid of the cell grid (rows and
+    columns spread evenly, the outer ones kept)."""
+    if cx.size <= most:
+        return np.arange(cx.size)
+    per_axis = max(2, int(np.sqrt(most)))
+    keep = []
+    for values in (cx, cy):
+        u = np.unique(values)
+        take = np.unique(np.round(np.linspace(0, u.size - 1, min(per_axis, u.size))).astype(int))
+        keep.append(u[take])
+    return np.nonzero(np.isin(cx, keep[0]) & np.isin(cy, keep[1]))[0]
 
 
 def _log_summary(s):
