@@ -107,7 +107,37 @@ FILES = {
         ),
         "parameters": {"kernel_size": 41, "cell_size": 256, "spatial_kernel_order": 1},
     },
-
+    "stmatch_bgmatch-nircam.asdf": {
+        "class": "stmatch.steps.BackgroundMatchStep",
+        "description": (
+            "NIRCam imaging: the zodiacal background is smooth over a 2048 px detector, so "
+            "exposure-to-exposure differences are offsets and gentle gradients: a low-order "
+            "(2) Chebyshev polynomial, weighted by the bin errors, on 256 px bins (8 x 8 per "
+            "detector, 8 arcsec at 0.031 arcsec/px, 16 arcsec at 0.063 arcsec/px) is well "
+            "constrained and cannot follow real diffuse emission that the difference misses."
+        ),
+        "parameters": {"use_polynomial": True, "order": 2, "bin_size": 256},
+    },
+    "stmatch_bgmatch-niriss.asdf": {
+        "class": "stmatch.steps.BackgroundMatchStep",
+        "description": (
+            "NIRISS imaging: zodiacal background on a 2048 px detector at 0.065 arcsec/px, "
+            "smooth but with faint scattered-light patterns that differ between pointings: a "
+            "cubic Chebyshev polynomial on 256 px bins (8 x 8 per detector)."
+        ),
+        "parameters": {"use_polynomial": True, "order": 3, "bin_size": 256},
+    },
+    "stmatch_bgmatch-miri.asdf": {
+        "class": "stmatch.steps.BackgroundMatchStep",
+        "description": (
+            "MIRI imaging: a bright thermal background with detector structure (glow, "
+            "gradients across the ~1024 px field) that a low-order polynomial cannot follow: "
+            "an Akima spline through 64 px bins (16 x 16 over the detector, 7 arcsec at "
+            "0.11 arcsec/px); the coronagraph and Lyot areas are NON_SCIENCE and leave empty "
+            "bins, which the spline skips."
+        ),
+        "parameters": {"use_polynomial": False, "interp_style": "AKIMA_SPLINE", "bin_size": 64},
+    },
 }
 
 

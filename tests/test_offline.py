@@ -108,3 +108,42 @@ def test_strun_zogy_offline(form, tmp_path):
     assert "stmatch_zogy-nircam.asdf" in log
     assert "3 detection(s)" in log
     assert "CRDS" not in log.replace("disable-crds", "")
+
+
+@pytest.mark.slow
+def test_strun_bgmatch_offline(tmp_path):
+    from stmatch.datasets import make_bgmatch_exposures, write_bgmatch_exposures
+
+    exposures = make_bgmatch_exposures(
+        3, shape=(96, 96), shifts=[(0, 0), (5, -3), (-4, 6)], rotations=[0, 2, -2], seed=22
+    )
+    asn = write_bgmatch_exposures(exposures, tmp_path / "in", product_name="bgm")
+    out = tmp_path / "out"
+    proc = subprocess.run(
+        _strun()
+        + [
+            "stmatch_bgmatch",
+            str(asn),
+            f"--output_dir={out}",
+            "--bin_size=24",
+            "--reference=bgm_22_1_cal.fits",
+            "--bad_mask_planes=DO_NOT_USE,SATURATED",
+        ],
+        cwd=tmp_path,
+        env=_clean_env(tmp_path),
+        capture_output=True,
+        text=True,
+        timeout=300,
+    )
+    log = proc.stdout + proc.stderr
+    assert proc.returncode == 0, log[-3000:]
+    assert len(list(out.glob("*_bgmatch.fits"))) == 3
+    assert len(list(out.glob("*_bgmatch_model.asdf"))) == 3
+    assert (out / "bgm_bgmatch_summary.ecsv").exists()
+    # our logger shows, the packaged NIRCam file was used, the command line won
+    assert "stmatch.steps.bgmatch" in log
+    assert "stmatch_bgmatch-nircam.asdf" in log
+    assert "bin_size: 24" in log
+    assert "Reference: bgm_22_1_cal.fits" in log
+    assert "Matched 2 of 2 exposure(s)" in log
+    assert "CRDS" not in log.replace("disable-crds", "")

@@ -9,6 +9,7 @@ _STEPS = [
     ("stmatch.steps.SkyMatchStep", "stmatch_skymatch", False),
     ("stmatch.steps.ZogyStep", "stmatch_zogy", False),
     ("stmatch.steps.PsfModelMatchStep", "stmatch_psfmatch", False),
+    ("stmatch.steps.BackgroundMatchStep", "stmatch_bgmatch", False),
 ]
 
 SCHEMA_URI_PREFIX = "asdf://stmatch.org/stmatch/schemas/"

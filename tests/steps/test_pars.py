@@ -45,6 +45,7 @@ def test_packaged_files_are_valid_for_their_step(path):
         "stmatch_skymatch": stmatch.steps.SkyMatchStep,
         "stmatch_zogy": stmatch.steps.ZogyStep,
         "stmatch_psfmatch": stmatch.steps.PsfModelMatchStep,
+        "stmatch_bgmatch": stmatch.steps.BackgroundMatchStep,
     }[alias]
     assert cfg["class"] == f"stmatch.steps.{step_class.__name__}"
     assert cfg["name"] == alias == step_class.class_alias
@@ -54,7 +55,9 @@ def test_packaged_files_are_valid_for_their_step(path):
         assert getattr(step, key) == value
 
 
-@pytest.mark.parametrize("alias", ["stmatch_skymatch", "stmatch_zogy", "stmatch_psfmatch"])
+@pytest.mark.parametrize(
+    "alias", ["stmatch_skymatch", "stmatch_zogy", "stmatch_psfmatch", "stmatch_bgmatch"]
+)
 def test_packaged_files_exist_for_three_instruments(alias):
     names = {p.name for p in PARS_DIR.glob(f"{alias}-*.asdf")}
     assert {f"{alias}-nircam.asdf", f"{alias}-niriss.asdf", f"{alias}-miri.asdf"} <= names
@@ -78,6 +81,22 @@ def test_psfmatch_selection_by_instrument(instrument, expected):
     cfg = PsfModelMatchStep.get_config_from_reference(_model(instrument))
     assert cfg["kernel_size"] == expected
     assert cfg["cell_size"] == 256
+
+
+@pytest.mark.parametrize(
+    "instrument,polynomial,bin_size",
+    [("NIRCAM", True, 256), ("NIRISS", True, 256), ("MIRI", False, 64)],
+)
+def test_bgmatch_selection_by_instrument(instrument, polynomial, bin_size):
+    from stmatch.steps import BackgroundMatchStep
+
+    cfg = BackgroundMatchStep.get_config_from_reference(_model(instrument))
+    assert cfg["use_polynomial"] is polynomial
+    assert cfg["bin_size"] == bin_size
+    if polynomial:
+        assert cfg["order"] <= 3  # smooth zodiacal light: a low order
+    else:
+        assert cfg["interp_style"] == "AKIMA_SPLINE"  # structured thermal background
 
 
 @pytest.mark.parametrize(

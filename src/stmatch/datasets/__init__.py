@@ -27,8 +27,13 @@ the same arguments always give the same arrays.
   ``PsfModel``, the truth catalogue and a wider target FWHM, for PSF matching.
 - `write_psfmatch_exposure`: write such an exposure, its PSF grid and a
   Gaussian target PSF.
+- `make_bgmatch_exposures` / `BackgroundMatchSet`: exposures of one field that
+  differ by known smooth background offsets (planes or quadratic surfaces) and
+  share stars and diffuse light, optionally on shifted/rotated pixel grids.
+- `write_bgmatch_exposures`: write them and a level-3 association.
 """
 
+from ._bgmatch import BackgroundMatchSet, make_bgmatch_exposures, write_bgmatch_exposures
 from ._mosaic import Mosaic, make_mosaic, write_mosaic
 from ._points import inject_transients, psf_stamp, render_point_sources
 from ._psfmatch import (
@@ -44,12 +49,14 @@ from ._zogy import ZogyPair, make_zogy_pair
 from ._zogy_io import write_zogy_pair
 
 __all__ = [
+    "BackgroundMatchSet",
     "FwhmField",
     "Mosaic",
     "PsfMatchExposure",
     "Scene",
     "ZogyPair",
     "inject_transients",
+    "make_bgmatch_exposures",
     "make_image",
     "make_mosaic",
     "make_psfmatch_exposure",
@@ -59,6 +66,7 @@ __all__ = [
     "psf_stamp",
     "render_image",
     "render_point_sources",
+    "write_bgmatch_exposures",
     "write_mosaic",
     "write_psfmatch_exposure",
     "write_zogy_pair",

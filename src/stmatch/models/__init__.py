@@ -26,6 +26,7 @@ from stdatamodels import filetype
 from stdatamodels.jwst import datamodels as _jwst_datamodels
 
 from ._base import SCHEMA_URI_PREFIX, StmatchDataModel, schema_uri
+from .background_model import BACKGROUND_KINDS, SPLINE_STYLES, BackgroundModel
 from .difference_image import TILES_DTYPE, DifferenceImageModel, empty_tiles
 from .matching_kernel import (
     QUALITY_DTYPE,
@@ -44,13 +45,16 @@ from .skymatch_solution import (
 )
 
 __all__ = [
+    "BACKGROUND_KINDS",
     "IMAGES_DTYPE",
     "MODEL_CLASSES",
     "PAIRS_DTYPE",
     "QUALITY_DTYPE",
     "SCHEMA_URI_PREFIX",
+    "SPLINE_STYLES",
     "SUMMARY_KEYS",
     "TILES_DTYPE",
+    "BackgroundModel",
     "DifferenceImageModel",
     "MatchingKernelModel",
     "PsfModel",
@@ -72,6 +76,7 @@ MODEL_CLASSES = {
     "PsfModel": PsfModel,
     "DifferenceImageModel": DifferenceImageModel,
     "MatchingKernelModel": MatchingKernelModel,
+    "BackgroundModel": BackgroundModel,
 }
 """Model classes `open` returns, keyed by ``meta.model_type``.
 

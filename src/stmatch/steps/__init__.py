@@ -4,9 +4,10 @@ The classes are loaded on first access so that ``import stmatch.steps`` (and
 stpipe's entry point discovery) stays cheap.
 """
 
-__all__ = ["PsfModelMatchStep", "SkyMatchStep", "ZogyStep"]
+__all__ = ["BackgroundMatchStep", "PsfModelMatchStep", "SkyMatchStep", "ZogyStep"]
 
 _LOCATIONS = {
+    "BackgroundMatchStep": "stmatch.steps.bgmatch_step",
     "PsfModelMatchStep": "stmatch.steps.psfmatch_step",
     "SkyMatchStep": "stmatch.steps.skymatch_step",
     "ZogyStep": "stmatch.steps.zogy_step",
