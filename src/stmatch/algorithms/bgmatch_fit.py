@@ -466,7 +466,12 @@ def fit_background(
         fit = _fit_spline(grid, style, under, domain)
     valid = grid.valid
     model = fit._mesh(grid.x, grid.y)
-    resid = grid.values[valid] - model[valid]
+    if use_polynomial:  # residuals where the bins measured (their good pixels' centroids)
+        px, py = grid.positions()
+        at = fit.evaluate(px[valid], py[valid])
+    else:
+        at = model[valid]
+    resid = grid.values[valid] - at
     return replace(fit, model_at_bins=model, fit_rms=float(np.sqrt(np.mean(resid**2))))
 
 
@@ -498,7 +503,8 @@ def _poly_solve(xs, ys, v, e, order, domain, weighted):
 def _fit_polynomial(grid, order, approx_weighting, eps, under):
     valid = grid.valid
     jj, ii = np.nonzero(valid)
-    xs, ys, v = grid.x[ii], grid.y[jj], grid.values[valid]
+    px, py = grid.positions()  # each bin at its good pixels' centroid
+    xs, ys, v = px[valid], py[valid], grid.values[valid]
     cols, rows = np.unique(ii).size, np.unique(jj).size
     actions, weighted = [], approx_weighting
     e = grid.error[valid].astype(np.float64)

@@ -83,7 +83,7 @@ _SUBSAMPLE = 2048  # subsample size for the selection bounds
 
 @dataclass(frozen=True, eq=False)
 class BinnedGrid:
-    """Bin statistics of a difference image.
+    r"""Bin statistics of a difference image.
 
     Attributes
     ----------
@@ -107,6 +107,14 @@ class BinnedGrid:
         ``'MEAN'``, ``'MEDIAN'`` or ``'MEANCLIP'``.
     shape : tuple of int
         ``(ny, nx)`` of the binned image.
+    x_mean, y_mean : numpy.ndarray or None
+        ``(nby, nbx)`` mean position of each bin's good pixels (None: every pixel
+        is good and the means are the bin centres). A bin only partly covered
+        (at the edge of an overlap, beside a chip gap or a mask) measures the
+        background at its good pixels' centroid, not at its centre: with a
+        gradient :math:`g` and a centroid :math:`\delta` pixels from the
+        centre, evaluating at the centre would bias the bin by :math:`g\delta`.
+        The polynomial fit uses these positions.
     """
 
     x: np.ndarray
@@ -120,6 +128,17 @@ class BinnedGrid:
     bin_size: int
     statistic: str
     shape: tuple
+    x_mean: np.ndarray | None = None
+    y_mean: np.ndarray | None = None
+
+    def positions(self) -> tuple[np.ndarray, np.ndarray]:
+        """``(nby, nbx)`` x and y where each bin measures the background: the centroid
+        of its good pixels (bin centre when it has none, or none are bad)."""
+        gx, gy = np.meshgrid(self.x, self.y)
+        if self.x_mean is None or self.y_mean is None:
+            return gx, gy
+        ok = np.isfinite(self.x_mean) & np.isfinite(self.y_mean)
+        return np.where(ok, self.x_mean, gx), np.where(ok, self.y_mean, gy)
 
     @property
     def nbins(self) -> tuple[int, int]:
@@ -424,6 +443,9 @@ def bin_difference(
     value, stdev, error = (
         np.where(bad, np.nan, a).reshape(nby, nbx) for a in (value, stdev, error)
     )
+    x_mean = y_mean = None
+    if not all_good:
+        x_mean, y_mean = _centroids(good, y_edges, x_edges)
     return BinnedGrid(
         x=0.5 * (x_edges[:-1] + x_edges[1:] - 1.0),
         y=0.5 * (y_edges[:-1] + y_edges[1:] - 1.0),
@@ -436,7 +458,24 @@ def bin_difference(
         bin_size=size,
         statistic=stat,
         shape=(ny, nx),
+        x_mean=x_mean,
+        y_mean=y_mean,
     )
+
+
+def _centroids(good, y_edges, x_edges):
+    """Mean x and y of the good pixels of every bin (NaN for empty bins)."""
+    g = good.astype(np.float32)
+    rows = np.add.reduceat(g, y_edges[:-1], axis=0, dtype=np.float64)  # (nby, nx)
+    yy = np.arange(good.shape[0], dtype=np.float64)
+    rows_y = np.add.reduceat(g * yy[:, None].astype(np.float32), y_edges[:-1], axis=0,
+                             dtype=np.float64)  # fmt: skip
+    xx = np.arange(good.shape[1], dtype=np.float64)
+    count = np.add.reduceat(rows, x_edges[:-1], axis=1)
+    sum_x = np.add.reduceat(rows * xx, x_edges[:-1], axis=1)
+    sum_y = np.add.reduceat(rows_y, x_edges[:-1], axis=1)
+    with np.errstate(invalid="ignore", divide="ignore"):
+        return sum_x / count, sum_y / count
 
 
 def _meanclip(blk, n_good, kappa, niter, min_pixels):
