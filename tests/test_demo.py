@@ -24,6 +24,13 @@ def test_demo_runs_through_strun_and_recovers_levels(tmp_path):
     for r in psfm["rows"]:
         assert r["fwhm_before"] == pytest.approx(r["true_fwhm"], rel=0.05)
         assert r["fwhm_after"] == pytest.approx(psfm["target_fwhm"], rel=0.03)
+    bgm = out["bgmatch"]
+    assert sum(r["reference"] for r in bgm["rows"]) == 1
+    assert all(r["status"] == "COMPLETE" for r in bgm["rows"])
+    for r in bgm["rows"]:
+        # the offset surfaces span up to a few units; recovered to a few hundredths
+        assert r["rms_error"] < 0.04
+    assert bgm["summary"].exists()
 
 
 def test_cli_parses_version(capsys):
