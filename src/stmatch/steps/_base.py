@@ -62,6 +62,17 @@ def atomic_write(path, writer):
     return str(path)
 
 
+def products_dir(step) -> Path:
+    """Directory of a step's side products (tables, kernels, figures).
+
+    The same directory stpipe writes the step's main outputs to: ``output_dir``
+    (of the step or its pipeline), else the current directory.
+    """
+    from os.path import expanduser, expandvars
+
+    return Path(expandvars(expanduser(step.search_attr("output_dir", default="") or ".")))
+
+
 class unvalidated:  # noqa: N801 - used like a function
     """Context manager: assign metadata without validating each assignment.
 

@@ -15,7 +15,7 @@ from stdatamodels.jwst.datamodels.dqflags import pixel as DQ_PIXEL
 
 from ..algorithms.noise import clipped_background
 from ..algorithms.resample import grids_agree, resample_image
-from ._base import atomic_write, unvalidated
+from ._base import atomic_write, products_dir, unvalidated
 from ._wcs import wcs_callables
 from ._zogy_inputs import surface_brightness_units
 
@@ -472,7 +472,7 @@ def mark_all(step, library, status, reason):
 # ------------------------------------------------------------------------ products
 def output_directory(step):
     """Where run products go: output_dir, else the input directory, else cwd."""
-    return Path(step.output_dir or step.input_dir or ".")
+    return products_dir(step)
 
 
 SUMMARY_COLUMNS = (

@@ -10,7 +10,7 @@ from jwst.lib.suffix import remove_suffix
 from stdatamodels.jwst.datamodels.dqflags import pixel as DQ_PIXEL
 
 from ..algorithms.convolve_varying import convolve_image, convolve_variance, kernel_footprint
-from ._base import atomic_write, unvalidated
+from ._base import atomic_write, products_dir, unvalidated
 from ._zogy_inputs import dilate_dq, dq_of
 
 log = logging.getLogger("stmatch.steps.psfmatch")
@@ -88,7 +88,7 @@ def base_name(step, model):
     """Output stem ``<dir>/<input stem>_<suffix>`` for the side products."""
     name = str(getattr(model.meta, "filename", None) or "psfmatch")
     stem = remove_suffix(Path(name).stem)[0]
-    directory = Path(step.output_dir or step.input_dir or ".")
+    directory = products_dir(step)
     return directory / f"{stem}_{step.default_suffix()}"
 
 

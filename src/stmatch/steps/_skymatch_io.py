@@ -4,14 +4,13 @@ from __future__ import annotations
 
 import logging
 import math
-import os
 from pathlib import Path
 
 import numpy as np
 from jwst.datamodels import ModelLibrary
 from jwst.lib.suffix import remove_suffix
 
-from ._base import atomic_write, unvalidated
+from ._base import atomic_write, products_dir, unvalidated
 from ._wcs import wcs_callables  # noqa: F401 - used by the step as io.wcs_callables
 
 log = logging.getLogger("stmatch.steps.skymatch")
@@ -238,7 +237,7 @@ def product_name(step, library, inputs):
 
 def output_directory(step):
     """Where run products go: output_dir, else the input directory, else cwd."""
-    return Path(step.output_dir or step.input_dir or os.getcwd())
+    return products_dir(step)
 
 
 def save_products(step, library, inputs, result):

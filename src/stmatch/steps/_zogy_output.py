@@ -12,7 +12,7 @@ from jwst.lib.suffix import remove_suffix
 from ..algorithms.detect import find_detections
 from ..algorithms.psfgrid import fwhm_of
 from ..models import DifferenceImageModel, empty_tiles
-from ._base import atomic_write, unvalidated
+from ._base import atomic_write, products_dir, unvalidated
 from ._wcs import wcs_callables
 from ._zogy_inputs import DO_NOT_USE, NON_SCIENCE, dilate_dq
 
@@ -168,7 +168,7 @@ def record_detections(model, table):
 def _base_name(step, science):
     name = str(science.meta.filename or "zogy")
     stem = remove_suffix(Path(name).stem)[0]
-    directory = Path(step.output_dir or step.input_dir or ".")
+    directory = products_dir(step)
     return directory / f"{stem}_{step.default_suffix()}"
 
 
