@@ -57,9 +57,13 @@ def convolve_model(model, kernel, bad):
         variances = {}
         for attr in VARIANCE_ARRAYS:
             v = _present(model, attr, shape)
-            if v is not None:
+            if v is None:
+                continue
+            if not np.any(v):  # an all-zero array stays zero (no convolution needed)
+                variances[attr] = np.where(conv.bad, np.float32(np.nan), np.float32(0.0))
+            else:
                 variances[attr] = convolve_variance(v, kernel, mask=bad, dtype=np.float32)
-                setattr(result, attr, variances[attr])
+            setattr(result, attr, variances[attr])
         err = _present(model, "err", shape)
         if variances:
             total = sum(v.astype(np.float64) for v in variances.values())

@@ -15,6 +15,7 @@ from pathlib import Path
 import numpy as np
 from astropy.nddata.bitmask import bitfield_to_boolean_mask, interpret_bit_flags
 from stdatamodels.jwst.datamodels.dqflags import pixel as DQ_PIXEL
+from threadpoolctl import threadpool_limits
 
 from ..algorithms.chebyshev import image_domain, n_chebyshev_terms
 from ..algorithms.psfgrid import fwhm_of
@@ -144,24 +145,10 @@ class PsfModelMatchStep(StmatchStep):
             cx.size,
         )
         basis = self._basis(sources, targets)
-        fit = solve_spatial_kernel(
-            sources,
-            targets if not constant else targets[0],
-            cx,
-            cy,
-            order=order,
-            domain=image_domain(shape),
-            method=self.method,
-            kernel_size=self.kernel_size,
-            kernel_sum=self.kernel_sum,
-            basis=basis,
-            regularization_lambda=self.regularization_lambda,
-            regularization=self.regularization,
-            window=None if self.window == "none" else self.window,
-            penalty=self.penalty,
-            fourier_filter=self.fourier_filter,
-            pad_psf_by=self.pad_psf_by,
-        )
+        # small dense products: one BLAS thread is faster and does not spin
+        # against other processes for the cores
+        with threadpool_limits(limits=1, user_api="blas"):
+            fit = self._solve(sources, targets, cx, cy, order, shape, constant, basis)
         log.info(
             "Kernel: %d x %d, %d spatial term(s), PSF stamps padded to %d px, condition %.3g",
             self.kernel_size,
@@ -245,6 +232,26 @@ class PsfModelMatchStep(StmatchStep):
                 f"{None if data is None else np.shape(data)}"
             )
         return model
+
+    def _solve(self, sources, targets, cx, cy, order, shape, constant, basis):
+        return solve_spatial_kernel(
+            sources,
+            targets if not constant else targets[0],
+            cx,
+            cy,
+            order=order,
+            domain=image_domain(shape),
+            method=self.method,
+            kernel_size=self.kernel_size,
+            kernel_sum=self.kernel_sum,
+            basis=basis,
+            regularization_lambda=self.regularization_lambda,
+            regularization=self.regularization,
+            window=None if self.window == "none" else self.window,
+            penalty=self.penalty,
+            fourier_filter=self.fourier_filter,
+            pad_psf_by=self.pad_psf_by,
+        )
 
     def _cells(self, shape, order):
         n_terms = n_chebyshev_terms(order)
