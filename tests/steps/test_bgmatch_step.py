@@ -385,3 +385,17 @@ def test_detect_sources_masks_what_only_one_exposure_has(same_grid):
     assert results[True][0] < 0.08
     assert results[True][1]["n_source_pixels"] > 50
     assert results[True][1]["mse_ratio"] < results[False][1]["mse_ratio"]
+
+
+def test_reference_none_string_and_noise_free_candidates():
+    """``reference='None'`` (as strun passes it) means automatic; a noise-free
+    exposure is still a readable reference candidate."""
+    from stmatch.datasets import make_bgmatch_exposures
+    from stmatch.steps import BackgroundMatchStep
+
+    ex = make_bgmatch_exposures(3, shape=(96, 96), order=1, noise=0.0, n_diffuse=0, seed=5)
+    step = BackgroundMatchStep(reference="None", bin_size=24)
+    step.run(list(ex.models))
+    statuses = [str(r["status"]) for r in step.summary]
+    assert statuses.count("COMPLETE") == 3, step.summary
+    assert int(np.sum(step.summary["is_reference"])) == 1

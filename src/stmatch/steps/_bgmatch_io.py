@@ -87,7 +87,7 @@ def product_name(library, names):
 
 
 def resolve_reference(value, names):
-    """Index of the reference given as an index or a member name.
+    """Index of the reference given as an index or a member name (None: automatic).
 
     An ``int`` or a string of digits is an index (negative counts from the end);
     a name matches a member's file name, its stem, or its stem without the
@@ -95,6 +95,8 @@ def resolve_reference(value, names):
     """
     n = len(names)
     text = str(value).strip()
+    if value is None or text.lower() in ("", "none"):
+        return None
     if isinstance(value, (int, np.integer)) or text.lstrip("-").isdigit():
         idx = int(text)
         if not -n <= idx < n:
@@ -207,15 +209,19 @@ def exposure_statistics(model, bits, name):
     npix = int(np.count_nonzero(good))
     if npix < 10:
         raise ValueError(f"{name}: only {npix} usable pixel(s) (all masked or NaN)")
-    est = clipped_background(exp.data, mask=exp.bad)
-    variance = est.sigma**2
+    try:
+        est = clipped_background(exp.data, mask=exp.bad)
+        level, variance = est.level, est.sigma**2
+    except ValueError:  # e.g. a noise-free (constant) image: no spread to clip with
+        values = exp.data[good]
+        level, variance = float(np.median(values)), float(np.var(values))
     var = exp.variance()
     if var is not None:
         v = var[good]
         v = v[np.isfinite(v)]
         if v.size:
             variance = float(np.mean(v, dtype=np.float64))
-    return float(variance), float(est.level), npix
+    return float(variance), float(level), npix
 
 
 # ------------------------------------------------------------------- geometry

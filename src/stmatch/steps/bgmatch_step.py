@@ -115,7 +115,7 @@ class BackgroundMatchStep(StmatchStep):
         source_grow = integer(min=0, default=2) # grow detections by this many pixels
         bin_size = integer(min=1, default=256) # bin size (pixels) of the difference statistics
         grid_statistic = option('MEANCLIP', 'MEAN', 'MEDIAN', default='MEANCLIP') # bin statistic
-        nsigma_clip = float(min=0.0, default=3.0) # clipping limit of MEANCLIP (sigma)
+        nsigma_clip = float(min=0.5, default=3.0) # clipping limit of MEANCLIP (sigma)
         niter = integer(min=1, default=3) # clipping passes of MEANCLIP
         min_bin_pixels = integer(min=2, default=5) # bins with fewer good pixels are empty
         use_polynomial = boolean(default=False) # Chebyshev polynomial (True) or spline (False)
@@ -207,8 +207,8 @@ class BackgroundMatchStep(StmatchStep):
 
     # ------------------------------------------------------------------ reference
     def _choose_reference(self, library, names, bits):
-        if self.reference is not None and str(self.reference).strip() != "":
-            index = io.resolve_reference(self.reference, names)
+        index = io.resolve_reference(self.reference, names)
+        if index is not None:
             log.info("Reference: %s (given as %r)", names[index], self.reference)
             return index
         stats = []
