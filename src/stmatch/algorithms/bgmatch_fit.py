@@ -119,7 +119,9 @@ class BackgroundFit:
     grid : BinnedGrid
         The bins used (after any re-binning).
     model_at_bins : numpy.ndarray
-        ``(nby, nbx)`` model at the bin centres.
+        ``(nby, nbx)`` model where each bin measured: at the centroid of its
+        good pixels for the polynomial (see `BinnedGrid.positions`), at the
+        bin centres for splines.
     fit_rms : float
         RMS of (bin value − model) over the valid bins.
     weighted : bool
@@ -465,13 +467,12 @@ def fit_background(
     else:
         fit = _fit_spline(grid, style, under, domain)
     valid = grid.valid
-    model = fit._mesh(grid.x, grid.y)
-    if use_polynomial:  # residuals where the bins measured (their good pixels' centroids)
+    if use_polynomial:  # the model where the bins measured (their good pixels' centroids)
         px, py = grid.positions()
-        at = fit.evaluate(px[valid], py[valid])
+        model = fit.evaluate(px, py)
     else:
-        at = model[valid]
-    resid = grid.values[valid] - at
+        model = fit._mesh(grid.x, grid.y)
+    resid = grid.values[valid] - model[valid]
     return replace(fit, model_at_bins=model, fit_rms=float(np.sqrt(np.mean(resid**2))))
 
 

@@ -83,7 +83,8 @@ class BackgroundModel(StmatchDataModel):
     - ``bin_x`` ``(nbx,)``, ``bin_y`` ``(nby,)``: bin centres on the reference grid;
     - ``bin_values``, ``bin_errors``, ``bin_model`` ``(nby, nbx)``: bin statistic
       of reference − exposure (NaN for empty bins), its standard error and the
-      model at the bin centres; ``bin_npix`` (int64) the pixels in each bin;
+      model where each bin measured (a polynomial at the centroid of the bin's
+      good pixels, a spline at the bin centre); ``bin_npix`` (int64) the pixels in each bin;
     - ``meta.bgmatch``: kind, order, styles, domain, image shape, fit settings,
       exposure and reference names, status, reason and diagnostics
       (``fit_rms``, ``matched_mse``, ``diffim_var``, ``mse_ratio``, ``mean_model``).
