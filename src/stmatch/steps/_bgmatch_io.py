@@ -205,19 +205,23 @@ def read_exposure(model, bits, name):
 def exposure_statistics(model, bits, name):
     """(mean variance, clipped median level, good pixel count) for choosing the reference."""
     exp = read_exposure(model, bits, name)
-    good = ~exp.bad
-    npix = int(np.count_nonzero(good))
+    npix = int(exp.bad.size - np.count_nonzero(exp.bad))
     if npix < 10:
         raise ValueError(f"{name}: only {npix} usable pixel(s) (all masked or NaN)")
+    # level and variance from every s-th row of very large images (a ranking, not a fit)
+    rows = diagnostic_rows(exp.shape)
+    data, bad = exp.data[rows], exp.bad[rows]
+    if not (~bad).any():
+        data, bad, rows = exp.data, exp.bad, slice(None)
     try:
-        est = clipped_background(exp.data, mask=exp.bad)
+        est = clipped_background(data, mask=bad)
         level, variance = est.level, est.sigma**2
     except ValueError:  # e.g. a noise-free (constant) image: no spread to clip with
-        values = exp.data[good]
+        values = data[~bad]
         level, variance = float(np.median(values)), float(np.var(values))
-    var = exp.variance()
+    var = exp.variance(rows)
     if var is not None:
-        v = var[good]
+        v = var[~bad]
         v = v[np.isfinite(v)]
         if v.size:
             variance = float(np.mean(v, dtype=np.float64))
