@@ -8,7 +8,6 @@ from dataclasses import dataclass, field
 from pathlib import Path
 
 import numpy as np
-from jwst.datamodels import ModelLibrary
 from jwst.lib.suffix import remove_suffix
 from scipy import ndimage
 from stdatamodels.jwst.datamodels.dqflags import pixel as DQ_PIXEL
@@ -16,6 +15,7 @@ from stdatamodels.jwst.datamodels.dqflags import pixel as DQ_PIXEL
 from ..algorithms.noise import clipped_background
 from ..algorithms.resample import grids_agree, resample_image
 from ._base import atomic_write, products_dir, unvalidated
+from ._library import open_library  # noqa: F401 - the step's input handling
 from ._wcs import wcs_callables
 from ._zogy_inputs import surface_brightness_units
 
@@ -29,48 +29,6 @@ _MAX_VARIANCE_NODE_STEP = 64  # the same for the model's variance
 
 
 # --------------------------------------------------------------------------- inputs
-def open_library(step, init):
-    """A ModelLibrary for any accepted input; records input paths to protect them."""
-    on_disk = not step.in_memory
-    step._input_paths = []
-    if isinstance(init, ModelLibrary):
-        return init
-    if isinstance(init, (str, Path)):
-        path = Path(init)
-        if not path.exists():
-            raise FileNotFoundError(f"BackgroundMatchStep input not found: {path}")
-        if path.suffix.lower() == ".json":
-            library = ModelLibrary(str(path), on_disk=on_disk)
-            base = Path(library._asn_dir or ".")
-            step._input_paths = [
-                str(base / m["expname"]) for m in library.asn["products"][0]["members"]
-            ]
-            return library
-        init = [str(path)]
-    if isinstance(init, (list, tuple)):
-        if all(isinstance(x, (str, Path)) for x in init):
-            missing = [str(x) for x in init if not Path(x).exists()]
-            if missing:
-                raise FileNotFoundError(f"BackgroundMatchStep inputs not found: {missing}")
-            step._input_paths = [str(Path(x).resolve()) for x in init]
-            asn = {
-                "asn_type": "image3",
-                "asn_id": "stmatch",
-                "products": [
-                    {
-                        "name": remove_suffix(Path(str(init[0])).stem)[0],
-                        "members": [
-                            {"expname": p, "exptype": "science"} for p in step._input_paths
-                        ],
-                    }
-                ],
-            }
-            return ModelLibrary(asn, on_disk=on_disk)
-        models = step.prepare_output(list(init), open_models=False)
-        return ModelLibrary(models)
-    raise TypeError(f"BackgroundMatchStep cannot use input of type {type(init).__name__}")
-
-
 def member_names(library):
     """File name of every member, without loading the models."""
     members = library.asn["products"][0]["members"]

@@ -7,63 +7,16 @@ import math
 from pathlib import Path
 
 import numpy as np
-from jwst.datamodels import ModelLibrary
 from jwst.lib.suffix import remove_suffix
 
 from ._base import atomic_write, products_dir, unvalidated
+from ._library import open_library  # noqa: F401 - the step's input handling
 from ._wcs import wcs_callables  # noqa: F401 - used by the step as io.wcs_callables
 
 log = logging.getLogger("stmatch.steps.skymatch")
 
 
 # --------------------------------------------------------------------------- inputs
-def open_library(step, init):
-    """A ModelLibrary for any accepted input; records input paths to protect them."""
-    on_disk = not step.in_memory
-    step._input_paths = []
-    if isinstance(init, ModelLibrary):
-        return init
-    if isinstance(init, (str, Path)):
-        path = Path(init)
-        if not path.exists():
-            raise FileNotFoundError(f"SkyMatchStep input not found: {path}")
-        if path.suffix.lower() == ".json":
-            library = ModelLibrary(str(path), on_disk=on_disk)
-            base = Path(library._asn_dir or ".")
-            step._input_paths = [
-                str(base / m["expname"]) for m in library.asn["products"][0]["members"]
-            ]
-            return library
-        init = [str(path)]
-    if isinstance(init, (list, tuple)):
-        if all(isinstance(x, (str, Path)) for x in init):
-            missing = [str(x) for x in init if not Path(x).exists()]
-            if missing:
-                raise FileNotFoundError(f"SkyMatchStep inputs not found: {missing}")
-            step._input_paths = [str(Path(x).resolve()) for x in init]
-            asn = {
-                "asn_type": "image3",
-                "asn_id": "stmatch",
-                "products": [
-                    {
-                        "name": remove_suffix(Path(str(init[0])).stem)[0],
-                        "members": [
-                            {"expname": p, "exptype": "science"} for p in step._input_paths
-                        ],
-                    }
-                ],
-            }
-            return ModelLibrary(asn, on_disk=on_disk)
-        models = step.prepare_output(list(init), open_models=False)
-        if on_disk:
-            log.info(
-                "in_memory=False needs an association or file names; "
-                "models given in memory stay in memory"
-            )
-        return ModelLibrary(models)
-    raise TypeError(f"SkyMatchStep cannot use input of type {type(init).__name__}")
-
-
 def previous_level(model, subtract):
     """Sky already subtracted from the data (jwst's consistency rules)."""
     bg = model.meta.background
