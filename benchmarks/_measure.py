@@ -24,6 +24,7 @@ with `report`.
 Linux only (``/proc``).
 """
 
+import argparse
 import ctypes
 import gc
 import json
@@ -35,7 +36,17 @@ import threading
 import time
 import tracemalloc
 
-__all__ = ["MIB", "current_rss", "measure", "print_table", "report", "run_isolated"]
+__all__ = [
+    "MIB",
+    "add_worker_arguments",
+    "current_rss",
+    "measure",
+    "package_versions",
+    "print_table",
+    "report",
+    "run_isolated",
+    "set_blas_threads",
+]
 
 MIB = 1024.0**2
 _PAGE = os.sysconf("SC_PAGE_SIZE")
@@ -227,3 +238,36 @@ def print_table(title, rows, cols, *, label_width=18, min_width=9, note=None):
         if note is not None and "error" not in r:
             values += note(r)
         print(f"{r['label']:<{label_width}} " + (r["error"] if "error" in r else values))
+
+
+def add_worker_arguments(parser, *, tracemalloc_help="also report tracemalloc peaks"):
+    """Add the options every benchmark shares: ``--tracemalloc``, ``--blas-threads``
+    and the hidden ``--worker`` (one measurement in a fresh process)."""
+    parser.add_argument("--tracemalloc", action="store_true", help=tracemalloc_help)
+    parser.add_argument(
+        "--blas-threads",
+        type=int,
+        help="set OPENBLAS/OMP/MKL_NUM_THREADS for the workers (default: unset)",
+    )
+    parser.add_argument("--worker", help=argparse.SUPPRESS)
+
+
+def set_blas_threads(n):
+    """Limit the BLAS threads of the worker processes (they inherit the environment)."""
+    if n:
+        for var in ("OPENBLAS_NUM_THREADS", "OMP_NUM_THREADS", "MKL_NUM_THREADS"):
+            os.environ[var] = str(n)
+
+
+def package_versions(*packages):
+    """One line with the versions of Python and of ``packages`` (or 'not installed')."""
+    import platform
+    from importlib.metadata import PackageNotFoundError, version
+
+    parts = [f"python {platform.python_version()}"]
+    for pkg in packages:
+        try:
+            parts.append(f"{pkg} {version(pkg)}")
+        except PackageNotFoundError:
+            parts.append(f"{pkg} not installed")
+    return ", ".join(parts)

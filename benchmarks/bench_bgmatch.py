@@ -51,7 +51,14 @@ HERE = Path(__file__).resolve().parent
 CACHE = HERE / ".cache"
 sys.path.insert(0, str(HERE))
 import _measure  # noqa: E402
-from _measure import measure, report, run_isolated  # noqa: E402
+from _measure import (  # noqa: E402
+    add_worker_arguments,
+    measure,
+    package_versions,
+    report,
+    run_isolated,
+    set_blas_threads,
+)
 
 SIZE = 4096  # image side, pixels
 N_EXPOSURES = 10  # exposures matched to the reference
@@ -471,16 +478,9 @@ def targets(rows, size):
 
 def versions():
     """Return a line with the versions of Python and the packages involved."""
-    import platform
-    from importlib.metadata import PackageNotFoundError, version
-
-    parts = [f"python {platform.python_version()}"]
-    for pkg in ("stmatch", "numpy", "scipy", "astropy", "photutils", "jwst", "stdatamodels"):
-        try:
-            parts.append(f"{pkg} {version(pkg)}")
-        except PackageNotFoundError:
-            parts.append(f"{pkg} not installed")
-    return ", ".join(parts)
+    return package_versions(
+        "stmatch", "numpy", "scipy", "astropy", "photutils", "jwst", "stdatamodels"
+    )
 
 
 def main(argv=None):
@@ -506,21 +506,11 @@ def main(argv=None):
         action="store_true",
         help="only print a cProfile top 20 of step_akima (or the first of --tools)",
     )
-    parser.add_argument(
-        "--tracemalloc",
-        action="store_true",
-        help="also report tracemalloc peaks (times are then not meaningful)",
+    add_worker_arguments(
+        parser, tracemalloc_help="also report tracemalloc peaks (times are then not meaningful)"
     )
-    parser.add_argument(
-        "--blas-threads",
-        type=int,
-        help="set OPENBLAS/OMP/MKL_NUM_THREADS for the workers (default: unset)",
-    )
-    parser.add_argument("--worker", help=argparse.SUPPRESS)
     args = parser.parse_args(argv)
-    if args.blas_threads:  # inherited by the worker processes
-        for var in ("OPENBLAS_NUM_THREADS", "OMP_NUM_THREADS", "MKL_NUM_THREADS"):
-            os.environ[var] = str(args.blas_threads)
+    set_blas_threads(args.blas_threads)  # inherited by the worker processes
     if args.worker:
         return worker(json.loads(args.worker))
     size = args.size or (2048 if args.quick else SIZE)

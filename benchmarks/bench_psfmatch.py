@@ -51,7 +51,14 @@ import numpy as np
 HERE = Path(__file__).resolve().parent
 sys.path.insert(0, str(HERE))
 import _measure  # noqa: E402
-from _measure import measure, report, run_isolated  # noqa: E402
+from _measure import (  # noqa: E402
+    add_worker_arguments,
+    measure,
+    package_versions,
+    report,
+    run_isolated,
+    set_blas_threads,
+)
 
 FWHM_RANGE = (2.0, 3.0)  # exposure PSF FWHM: centre to the corners (quadratic), pixels
 TARGET_FWHM = 4.0  # Gaussian target PSF, pixels
@@ -600,16 +607,7 @@ def targets(results, size):
 
 def versions():
     """Return a line with the versions of Python and the packages involved."""
-    import platform
-    from importlib.metadata import PackageNotFoundError, version
-
-    parts = [f"python {platform.python_version()}"]
-    for pkg in ("stmatch", "numpy", "scipy", "astropy", "jwst", "stpipe"):
-        try:
-            parts.append(f"{pkg} {version(pkg)}")
-        except PackageNotFoundError:
-            parts.append(f"{pkg} not installed")
-    return ", ".join(parts)
+    return package_versions("stmatch", "numpy", "scipy", "astropy", "jwst", "stpipe")
 
 
 def main(argv=None):
@@ -634,21 +632,11 @@ def main(argv=None):
         type=int,
         help="fresh processes per row (the median time is shown; default 3, quick 1)",
     )
-    parser.add_argument(
-        "--tracemalloc",
-        action="store_true",
-        help="also report tracemalloc peaks (times are then not meaningful)",
+    add_worker_arguments(
+        parser, tracemalloc_help="also report tracemalloc peaks (times are then not meaningful)"
     )
-    parser.add_argument(
-        "--blas-threads",
-        type=int,
-        help="set OPENBLAS/OMP/MKL_NUM_THREADS for the workers (default: unset)",
-    )
-    parser.add_argument("--worker", help=argparse.SUPPRESS)
     args = parser.parse_args(argv)
-    if args.blas_threads:  # inherited by the worker processes
-        for var in ("OPENBLAS_NUM_THREADS", "OMP_NUM_THREADS", "MKL_NUM_THREADS"):
-            os.environ[var] = str(args.blas_threads)
+    set_blas_threads(args.blas_threads)  # inherited by the worker processes
     os.environ["STMATCH_DISABLE_PARS"] = "true"  # spec defaults, no packaged parameter files
     if args.worker:
         return worker(json.loads(args.worker))

@@ -25,7 +25,7 @@ HERE = Path(__file__).resolve().parent
 CACHE = HERE / ".cache"
 sys.path.insert(0, str(HERE))
 import _measure  # noqa: E402
-from _measure import measure, report, run_isolated  # noqa: E402
+from _measure import add_worker_arguments, measure, report, run_isolated, set_blas_threads  # noqa: E402
 
 PARAMS = {"skymethod": "match", "skystat": "mode", "match_down": True, "subtract": False}
 
@@ -358,23 +358,13 @@ def main(argv=None):
     parser.add_argument("--quick", action="store_true", help="tiny cases (smoke test)")
     parser.add_argument("--cases", default="A,B,C", help="comma-separated subset of A,B,C")
     parser.add_argument(
-        "--tracemalloc",
-        action="store_true",
-        help="also report tracemalloc peaks (slows Python-heavy code)",
-    )
-    parser.add_argument(
         "--profile", action="store_true", help="only print a cProfile top 20 of ours on case A"
     )
-    parser.add_argument(
-        "--blas-threads",
-        type=int,
-        help="set OPENBLAS/OMP/MKL_NUM_THREADS for the workers (default: unset)",
+    add_worker_arguments(
+        parser, tracemalloc_help="also report tracemalloc peaks (slows Python-heavy code)"
     )
-    parser.add_argument("--worker", help=argparse.SUPPRESS)
     args = parser.parse_args(argv)
-    if args.blas_threads:  # inherited by the worker processes
-        for var in ("OPENBLAS_NUM_THREADS", "OMP_NUM_THREADS", "MKL_NUM_THREADS"):
-            os.environ[var] = str(args.blas_threads)
+    set_blas_threads(args.blas_threads)  # inherited by the worker processes
     if args.worker:
         return worker(json.loads(args.worker))
     if args.profile:

@@ -40,7 +40,13 @@ import numpy as np
 HERE = Path(__file__).resolve().parent
 sys.path.insert(0, str(HERE))
 import _measure  # noqa: E402
-from _measure import measure, report  # noqa: E402
+from _measure import (  # noqa: E402
+    add_worker_arguments,
+    measure,
+    package_versions,
+    report,
+    set_blas_threads,
+)
 
 SIGMA_NEW, SIGMA_REF = 1.0, 0.5  # background noise of the new and reference images
 FWHM_NEW, FWHM_REF = 3.0, 2.2  # Gaussian PSFs, pixels
@@ -482,16 +488,9 @@ def targets(results, sizes):
 
 def versions():
     """Return a line with the versions of Python and the packages involved."""
-    import platform
-    from importlib.metadata import PackageNotFoundError, version
-
-    parts = [f"python {platform.python_version()}"]
-    for pkg in ("stmatch", "numpy", "scipy", "properimage", "pyFFTW", "sep", "astroscrappy"):
-        try:
-            parts.append(f"{pkg} {version(pkg)}")
-        except PackageNotFoundError:
-            parts.append(f"{pkg} not installed")
-    return ", ".join(parts)
+    return package_versions(
+        "stmatch", "numpy", "scipy", "properimage", "pyFFTW", "sep", "astroscrappy"
+    )
 
 
 def main(argv=None):
@@ -518,21 +517,11 @@ def main(argv=None):
     parser.add_argument(
         "--skip-properimage-4096", action="store_true", help="do not run properimage on 4096^2"
     )
-    parser.add_argument(
-        "--tracemalloc",
-        action="store_true",
-        help="also report tracemalloc peaks (times are then not meaningful)",
+    add_worker_arguments(
+        parser, tracemalloc_help="also report tracemalloc peaks (times are then not meaningful)"
     )
-    parser.add_argument(
-        "--blas-threads",
-        type=int,
-        help="set OPENBLAS/OMP/MKL_NUM_THREADS for the workers (default: unset)",
-    )
-    parser.add_argument("--worker", help=argparse.SUPPRESS)
     args = parser.parse_args(argv)
-    if args.blas_threads:  # inherited by the worker processes
-        for var in ("OPENBLAS_NUM_THREADS", "OMP_NUM_THREADS", "MKL_NUM_THREADS"):
-            os.environ[var] = str(args.blas_threads)
+    set_blas_threads(args.blas_threads)  # inherited by the worker processes
     if args.worker:
         return worker(json.loads(args.worker))
     sizes = [int(s) for s in (args.cases or ("256,512" if args.quick else "2048,4096")).split(",")]
