@@ -21,27 +21,36 @@ def _strun():
     return [str(exe)] if exe.exists() else [sys.executable, "-m", "stpipe", "run"]
 
 
-@pytest.mark.slow
-def test_strun_offline_clean_environment(mosaic_3x3, tmp_path):
-    asn, _ = mosaic_3x3
-    out = tmp_path / "out"
+def run_strun_offline(args, cwd):
+    """Run ``strun <args>`` in a clean environment; assert it succeeded without
+    asking CRDS anything, and return its log."""
     proc = subprocess.run(
-        _strun() + ["stmatch_skymatch", str(asn), f"--output_dir={out}", "--skystat=mean"],
-        cwd=tmp_path,
-        env=_clean_env(tmp_path),
+        _strun() + [str(a) for a in args],
+        cwd=cwd,
+        env=_clean_env(cwd),
         capture_output=True,
         text=True,
         timeout=300,
     )
     log = proc.stdout + proc.stderr
     assert proc.returncode == 0, log[-3000:]
+    assert "CRDS" not in log.replace("disable-crds", "")
+    return log
+
+
+@pytest.mark.slow
+def test_strun_offline_clean_environment(mosaic_3x3, tmp_path):
+    asn, _ = mosaic_3x3
+    out = tmp_path / "out"
+    log = run_strun_offline(
+        ["stmatch_skymatch", str(asn), f"--output_dir={out}", "--skystat=mean"], tmp_path
+    )
     assert len(list(out.glob("*_skymatch.fits"))) == 9
     assert (out / "m3_skymatch_solution.asdf").exists()
     # our logger shows, the packaged NIRCam file was used, the command line won
     assert "stmatch.steps.skymatch" in log
     assert "stmatch_skymatch-nircam.asdf" in log
     assert "skystat: mean" in log
-    assert "CRDS" not in log.replace("disable-crds", "")
 
 
 @pytest.mark.slow
@@ -82,9 +91,8 @@ def test_strun_zogy_offline(form, tmp_path):
         args = [str(files["asn"])]
     else:
         args = [str(files["science"]), f"--template={files['template']}"]
-    proc = subprocess.run(
-        _strun()
-        + [
+    log = run_strun_offline(
+        [
             "stmatch_zogy",
             *args,
             f"--output_dir={out}",
@@ -92,14 +100,8 @@ def test_strun_zogy_offline(form, tmp_path):
             "--template_psf_fwhm=2.2",
             "--save_qa=true",
         ],
-        cwd=tmp_path,
-        env=_clean_env(tmp_path),
-        capture_output=True,
-        text=True,
-        timeout=300,
+        tmp_path,
     )
-    log = proc.stdout + proc.stderr
-    assert proc.returncode == 0, log[-3000:]
     assert (out / "zogy_science_zogy.fits").exists()
     assert (out / "zogy_science_zogy_cat.ecsv").exists()
     assert (out / "zogy_science_zogy_qa.png").exists()
@@ -107,7 +109,6 @@ def test_strun_zogy_offline(form, tmp_path):
     assert "stmatch.steps.zogy" in log
     assert "stmatch_zogy-nircam.asdf" in log
     assert "3 detection(s)" in log
-    assert "CRDS" not in log.replace("disable-crds", "")
 
 
 @pytest.mark.slow
@@ -119,9 +120,8 @@ def test_strun_bgmatch_offline(tmp_path):
     )
     asn = write_bgmatch_exposures(exposures, tmp_path / "in", product_name="bgm")
     out = tmp_path / "out"
-    proc = subprocess.run(
-        _strun()
-        + [
+    log = run_strun_offline(
+        [
             "stmatch_bgmatch",
             str(asn),
             f"--output_dir={out}",
@@ -129,14 +129,8 @@ def test_strun_bgmatch_offline(tmp_path):
             "--reference=bgm_22_1_cal.fits",
             "--bad_mask_planes=DO_NOT_USE,SATURATED",
         ],
-        cwd=tmp_path,
-        env=_clean_env(tmp_path),
-        capture_output=True,
-        text=True,
-        timeout=300,
+        tmp_path,
     )
-    log = proc.stdout + proc.stderr
-    assert proc.returncode == 0, log[-3000:]
     assert len(list(out.glob("*_bgmatch.fits"))) == 3
     assert len(list(out.glob("*_bgmatch_model.asdf"))) == 3
     assert (out / "bgm_bgmatch_summary.ecsv").exists()
@@ -146,4 +140,3 @@ def test_strun_bgmatch_offline(tmp_path):
     assert "bin_size: 24" in log
     assert "Reference: bgm_22_1_cal.fits" in log
     assert "Matched 2 of 2 exposure(s)" in log
-    assert "CRDS" not in log.replace("disable-crds", "")
