@@ -54,3 +54,17 @@ def mosaic_split(tmp_path_factory):
     directory = tmp_path_factory.mktemp("mosaic_split")
     asn = write_mosaic(mosaic, directory, asn_name="s_asn.json", product_name="s")
     return asn, mosaic
+
+
+@pytest.fixture(scope="session")
+def dask_cluster():
+    """A LocalCluster of 2 single-threaded worker processes on loopback (per test session).
+
+    Yields its scheduler address (what the ``scheduler`` parameter takes). Tests that
+    kill workers start a cluster of their own (``tests._dask.local_cluster``).
+    """
+    pytest.importorskip("distributed")
+    from tests._dask import local_cluster
+
+    with local_cluster(2) as cluster:
+        yield cluster.scheduler_address
