@@ -98,3 +98,11 @@ def test_split_evenly():
     assert chunks == [[0, 1, 2, 3], [4, 5, 6], [7, 8, 9]]
     assert split_evenly([1], 4) == [[1]]
     assert sum(split_evenly(list(range(100)), os.cpu_count() or 1), []) == list(range(100))
+
+
+def test_mapper_is_none_in_process_and_maps_on_a_cluster(dask_cluster):
+    with open_engine(None) as engine:
+        assert engine.mapper() is None
+    with open_engine(dask_cluster) as engine:
+        mapper = engine.mapper(name="sq")
+        assert mapper(_square, [1, 2, 3]) == [1, 4, 9]

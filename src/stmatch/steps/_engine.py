@@ -36,6 +36,7 @@ import os
 import time
 import uuid
 from collections.abc import Callable, Iterable, Sequence
+from functools import partial
 from pathlib import Path
 
 __all__ = ["SCHEDULER_SPEC", "Engine", "open_engine", "scheduler_kind"]
@@ -221,6 +222,17 @@ class Engine:
             "%d %s task(s) on %s in %.2f s", total, name, self.description, time.perf_counter() - t0
         )
         return results
+
+    def mapper(self, *, name="stmatch-task", progress=None, scatter=False):
+        """A ``mapper(fn, items) -> list`` for the algorithms, or None in-process.
+
+        Algorithms that accept a ``mapper`` run their own lazy loop when it is
+        None (results consumed one at a time, as before), so the in-process path
+        keeps its memory profile.
+        """
+        if self.client is None:
+            return None
+        return partial(self.map, name=name, progress=progress, scatter=scatter)
 
     def close(self):
         """Close the client, and the cluster if this engine started it."""
