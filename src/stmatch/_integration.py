@@ -10,6 +10,8 @@ _STEPS = [
     ("stmatch.steps.ZogyStep", "stmatch_zogy", False),
     ("stmatch.steps.PsfModelMatchStep", "stmatch_psfmatch", False),
     ("stmatch.steps.BackgroundMatchStep", "stmatch_bgmatch", False),
+    ("stmatch.pipelines.DiffImagePipeline", "stmatch_diffim", True),
+    ("stmatch.pipelines.Image3Pipeline", "stmatch_image3", True),
 ]
 
 SCHEMA_URI_PREFIX = "asdf://stmatch.org/stmatch/schemas/"
