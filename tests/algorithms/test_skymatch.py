@@ -231,3 +231,115 @@ def test_identical_and_nearly_identical_footprints():
     assert all(p.used for p in res.pairs) and len(res.pairs) == 3
     assert all(p.npix > 0.99 * 100 * 100 for p in res.pairs)  # a few 4-sigma clips
     assert np.allclose(res.level, [0.0, 3.0, 1.5], atol=0.01)
+
+
+# ------------------------------------------------------------------ with a mapper
+class _Arrays:
+    """A picklable ``load``: arrays held by value (module level, pickled by reference)."""
+
+    def __init__(self, data, good):
+        self.data, self.good = data, good
+
+    def __call__(self):
+        return self.data, self.good
+
+
+def _picklable_inputs():
+    """Two components of 2 x 2 (one group spans two images), NaNs and flagged pixels."""
+    from dataclasses import replace
+
+    shape = (90, 90)
+    wcss = grid_mosaic(2, 2, shape, overlap=0.3) + grid_mosaic(2, 2, shape, overlap=0.3, ra=151)
+    skies = np.array([1.0, 2.5, 4.0, 3.0, 7.0, 6.0, 8.5, 9.0])
+    masks = [np.random.default_rng(k).random(shape) > 0.01 for k in range(8)]
+    ins = _inputs(wcss, shape, skies, noise=0.3, seed=5, masks=masks)
+    ins = [replace(inp, load=_Arrays(*inp.load())) for inp in ins]
+    ins[1].load.data[10:20, 60:80] = np.nan
+    ins[6] = replace(ins[6], group="g6")
+    ins[7] = replace(ins[7], group="g6")
+    return ins
+
+
+def _pickling_mapper(calls):
+    """A list-based mapper that sends every item through pickle, as process workers do."""
+    import pickle
+
+    def mapper(fn, items):
+        items = [pickle.loads(pickle.dumps(item)) for item in items]
+        calls.append((fn.__name__, items))
+        return [fn(item) for item in items]
+
+    return mapper
+
+
+def _same_records(p, q):
+    assert len(p) == len(q)
+    for x, y in zip(p, q, strict=True):
+        for name in x.__dataclass_fields__:
+            np.testing.assert_array_equal(getattr(x, name), getattr(y, name), err_msg=name)
+
+
+@pytest.mark.parametrize("method", ["match", "global+match", "local", "global"])
+def test_mapper_gives_identical_results(method):
+    ins = _picklable_inputs()
+    params = SkyMatchParams(skymethod=method, statistic=SkyStatistic("mode"), cache_size=3)
+    ref = match_sky(ins, params)
+    calls = []
+    got = match_sky(ins, params, mapper=_pickling_mapper(calls), pairs_per_task=3, task_slots=2)
+    for name in ("level", "level_err", "local_sky", "component", "n_pairs", "valid"):
+        np.testing.assert_array_equal(getattr(got, name), getattr(ref, name), err_msg=name)
+    assert got.reason == ref.reason and got.n_candidates == ref.n_candidates
+    _same_records(got.pairs, ref.pairs)
+    kinds = [fn for fn, _ in calls]
+    assert kinds.count("measure_pair_batch") == ("match" in method)
+    assert kinds.count("local_sky_batch") == (method != "match")
+    for fn, tasks in calls:
+        if fn == "measure_pair_batch":
+            assert [len(t.pairs) for t in tasks][:-1] == [3] * (len(tasks) - 1)
+            assert sum(len(t.pairs) for t in tasks) == ref.n_candidates
+            for t in tasks:  # a task carries exactly the images its pairs use
+                assert {img.index for img in t.images} == {i for p in t.pairs for i in p[:2]}
+        else:
+            groups = [g for t in tasks for g, _ in t.groups]
+            assert groups == list(range(len(ref.group_keys)))
+    if "match" in method:
+        assert ref.n_components == 2 and len(ref.pairs) > 0
+
+
+def test_mapper_keeps_dropped_pairs_and_log_lines(caplog):
+    """Geometry failures inside tasks become the same unused records and warnings."""
+    shape = (100, 100)
+    wcss = grid_mosaic(3, 1, shape, overlap=0.3)
+    ins = _inputs(wcss, shape, np.array([1.0, 2.0, 3.0]), noise=0.05)
+
+    def broken_inv(ra, dec):
+        raise ValueError("inverse transform did not converge")
+
+    def wiggly_fwd(x, y):
+        x = np.asarray(x, float)
+        return wcss[2].fwd(x + 0.5 * np.sin(x / 2.0), y)
+
+    ins[2] = SkyInput(ins[2].name, shape, wiggly_fwd, broken_inv, ins[2].load)
+    params = SkyMatchParams(skymethod="match", statistic=SkyStatistic("mean"))
+    with caplog.at_level("WARNING", logger="stmatch.algorithms.skymatch"):
+        ref = match_sky(ins, params)
+        n_ref = caplog.text.count("dropped: geometry failed")
+        caplog.clear()
+        got = match_sky(ins, params, mapper=lambda fn, items: [fn(x) for x in items])
+        n_got = caplog.text.count("dropped: geometry failed")
+    _same_records(got.pairs, ref.pairs)
+    np.testing.assert_array_equal(got.level, ref.level)
+    assert n_ref == n_got > 0
+
+
+def test_batch_size_rule_and_validation():
+    from stmatch.algorithms.skypairs import MAX_PAIRS_PER_TASK, batch_size
+
+    assert batch_size(20, 2) == 3  # ceil(20 / 8): about four tasks per slot
+    assert batch_size(3, 16) == 1
+    assert batch_size(10**6, 4) == MAX_PAIRS_PER_TASK == 64
+    assert batch_size(100, None) == 4  # 8 slots when unknown
+    assert batch_size(100, 2, 7) == 7
+    for bad in (0, -1, 2.5, True):
+        with pytest.raises(ValueError, match="pairs_per_task"):
+            batch_size(10, 2, bad)

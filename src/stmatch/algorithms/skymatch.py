@@ -21,6 +21,13 @@ The difference of the two statistics, :math:`d = s_a - s_b`, has variance
 Images are read through ``SkyInput.load`` callables with a small LRU cache, and
 pairs are visited in reverse Cuthill–McKee order of the overlap graph, so that
 with a bounded cache each image is read only a few times.
+
+Given a ``mapper`` (``mapper(fn, items) -> list``, e.g. tasks on Dask workers),
+the overlap statistics, and the local skies when the method needs them, are
+computed by tasks that each receive only what they need (see
+:mod:`.skypairs`); footprints, candidate pairs and the least-squares solution
+stay with the caller. Each task runs the same arithmetic on the same pixels as
+the in-process loop, so the results are identical.
 """
 
 from __future__ import annotations
@@ -28,18 +35,25 @@ from __future__ import annotations
 import logging
 import math
 import time
-from collections import OrderedDict
 from collections.abc import Callable, Hashable, Sequence
 from dataclasses import dataclass, field, replace
 
 import numpy as np
 
 from .geometry import ImageGeometry
-from .skypairs import PairRecord, measure_pairs
+from .skypairs import PairRecord, _PixelCache, batch_size, measure_pairs
 from .skysolve import solve_offsets
 from .skystats import SkyStatistic
 
-__all__ = ["PairRecord", "SkyInput", "SkyMatchParams", "SkyMatchResult", "match_sky"]
+__all__ = [
+    "LocalSkyTask",
+    "PairRecord",
+    "SkyInput",
+    "SkyMatchParams",
+    "SkyMatchResult",
+    "local_sky_batch",
+    "match_sky",
+]
 
 log = logging.getLogger(__name__)
 
@@ -185,33 +199,6 @@ class SkyMatchResult:
         return len(self.components)
 
 
-class _PixelCache:
-    """LRU cache of ``(data, good)`` per image."""
-
-    def __init__(self, inputs, size):
-        self._inputs = inputs
-        self._size = size
-        self._store = OrderedDict()
-        self.loads = 0
-
-    def get(self, i):
-        if i in self._store:
-            self._store.move_to_end(i)
-            return self._store[i]
-        data, good = self._inputs[i].load()
-        data = np.asarray(data)
-        good = np.asarray(good, dtype=bool)
-        if data.ndim != 2 or data.shape != good.shape:
-            raise ValueError(f"{self._inputs[i].name}: data and mask must be 2-D of one shape")
-        good = good & np.isfinite(data)
-        self.loads += 1
-        self._store[i] = (data, good)
-        if self._size is not None:
-            while len(self._store) > self._size:
-                self._store.popitem(last=False)
-        return data, good
-
-
 def _groups(inputs):
     keys = []
     index = {}
@@ -230,6 +217,9 @@ def match_sky(
     params: SkyMatchParams | None = None,
     *,
     progress: Callable[[int, int], None] | None = None,
+    mapper: Callable[[Callable, list], list] | None = None,
+    pairs_per_task: int | None = None,
+    task_slots: int | None = None,
 ) -> SkyMatchResult:
     """Compute sky levels of images (or groups of images) by the chosen method.
 
@@ -239,7 +229,21 @@ def match_sky(
         The images. Their arrays are never modified.
     params : SkyMatchParams, optional
     progress : callable, optional
-        ``progress(done, total)`` called while pairs are measured.
+        ``progress(done, total)`` called while pairs are measured in this process
+        (not with a ``mapper``, which reports its own progress).
+    mapper : callable, optional
+        ``mapper(fn, items) -> list`` returning ``[fn(item) for item in items]`` in
+        order, possibly in other processes: then ``fn`` is a module-level function
+        and the items are picklable as long as the inputs' ``load`` callables and
+        geometry (including a world -> pixel fallback inverse) are. None (the
+        default) measures everything here, reading images through one LRU cache
+        of ``params.cache_size`` images.
+    pairs_per_task : int, optional
+        Candidate pairs per task with a ``mapper`` (None: about four tasks per
+        task slot, at most 64 pairs each; see :func:`.skypairs.batch_size`).
+    task_slots : int, optional
+        Tasks the ``mapper`` runs at once (workers x threads), for the automatic
+        task size.
 
     Returns
     -------
@@ -249,6 +253,8 @@ def match_sky(
     inputs = list(inputs)
     if not inputs:
         raise ValueError("no images to sky-match")
+    if pairs_per_task is not None:
+        batch_size(1, task_slots, pairs_per_task)  # validates it
     group_of_image, keys = _groups(inputs)
     ngroups = len(keys)
     cache = _PixelCache(inputs, params.cache_size)
@@ -269,7 +275,14 @@ def match_sky(
     if do_match:
         t0 = time.perf_counter()
         pairs, n_candidates, bad_wcs = measure_pairs(
-            inputs, group_of_image, params, cache, progress
+            inputs,
+            group_of_image,
+            params,
+            cache,
+            progress,
+            mapper=mapper,
+            pairs_per_task=pairs_per_task,
+            task_slots=task_slots,
         )
         for g, why in bad_wcs.items():
             reason[g] = why
@@ -303,7 +316,11 @@ def match_sky(
 
     local = np.full(ngroups, math.nan)
     local_err = np.full(ngroups, math.nan)
-    if need_local:
+    if need_local and mapper is not None:
+        local, local_err = _local_skies_mapped(
+            inputs, group_of_image, ngroups, params, mapper, task_slots
+        )
+    elif need_local:
         local, local_err = _local_skies(inputs, group_of_image, ngroups, params, cache)
 
     level = np.zeros(ngroups)
@@ -377,4 +394,63 @@ def _local_skies(inputs, group_of_image, ngroups, params, cache):
         if res.valid:
             local[g] = res.value
             err[g] = res.error
+    return local, err
+
+
+@dataclass(frozen=True)
+class LocalSkyTask:
+    """Groups whose local sky one task computes.
+
+    Attributes
+    ----------
+    groups : tuple
+        ``(group index, ((name, load), ...))`` per group: its member images.
+    statistic : SkyStatistic
+    """
+
+    groups: tuple
+    statistic: SkyStatistic
+
+
+def local_sky_batch(task: LocalSkyTask) -> tuple:
+    """``(group, value, error)`` of each group of a task (NaN when not computable).
+
+    The statistic of all valid, finite pixels of a group's images together, as in
+    the in-process computation.
+    """
+    out = []
+    for g, members in task.groups:
+        images = [_Loadable(name, load) for name, load in members]
+        cache = _PixelCache(images, 1)
+        values = []
+        for i in range(len(images)):
+            data, good = cache.get(i)
+            values.append(data[good])
+        res = task.statistic(np.concatenate(values) if len(values) > 1 else values[0])
+        out.append((g, res.value, res.error) if res.valid else (g, math.nan, math.nan))
+    return tuple(out)
+
+
+@dataclass(frozen=True)
+class _Loadable:
+    name: str
+    load: Callable
+
+
+def _local_skies_mapped(inputs, group_of_image, ngroups, params, mapper, task_slots):
+    """:func:`_local_skies` with groups measured by ``mapper`` in batches."""
+    groups = [
+        (g, tuple((inputs[i].name, inputs[i].load) for i in np.flatnonzero(group_of_image == g)))
+        for g in range(ngroups)
+    ]
+    size = batch_size(ngroups, task_slots)
+    tasks = [
+        LocalSkyTask(tuple(groups[k : k + size]), params.statistic) for k in range(0, ngroups, size)
+    ]
+    local = np.full(ngroups, math.nan)
+    err = np.full(ngroups, math.nan)
+    for batch in mapper(local_sky_batch, tasks):
+        for g, value, error in batch:
+            local[g] = value
+            err[g] = error
     return local, err

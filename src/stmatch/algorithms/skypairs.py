@@ -6,12 +6,21 @@ measured on its pixels that fall on a valid pixel of the other image (see
 statistics, with its error, becomes one equation of the solution
 (:mod:`.skysolve`). Pairs are visited in reverse Cuthill-McKee order of the overlap
 graph so that a small cache of images suffices.
+
+With a ``mapper`` (e.g. one that runs tasks on Dask workers), the ordered pairs
+are cut into batches of consecutive pairs; each batch becomes one
+:class:`PairTask` holding only what its pairs need (shapes, grids, inverse maps,
+footprints and ``load`` callables of their images), and
+:func:`measure_pair_batch` measures it, reading each image it needs through a
+cache of its own. The records are those of the in-process loop, in the same
+order.
 """
 
 from __future__ import annotations
 
 import logging
 import math
+from collections import OrderedDict
 from collections.abc import Callable
 from dataclasses import dataclass
 
@@ -20,6 +29,7 @@ from scipy import sparse
 from scipy.sparse import csgraph
 
 from .geometry import (
+    Footprint,
     GeometryError,
     PixelGrid,
     box_from_nodes,
@@ -30,9 +40,20 @@ from .geometry import (
 )
 from .skystats import StatResult
 
-__all__ = ["PairRecord", "measure_pairs"]
+__all__ = [
+    "MAX_PAIRS_PER_TASK",
+    "PairImage",
+    "PairRecord",
+    "PairTask",
+    "batch_size",
+    "measure_pair_batch",
+    "measure_pairs",
+]
 
 log = logging.getLogger("stmatch.algorithms.skymatch")
+
+#: Largest number of pairs (or groups) in one task when the size is automatic.
+MAX_PAIRS_PER_TASK = 64
 
 
 @dataclass(frozen=True)
@@ -74,8 +95,37 @@ def _pair_order(n, pairs):
     return pairs[order]
 
 
-def measure_pairs(inputs, group_of_image, params, cache, progress=None):
+def measure_pairs(
+    inputs,
+    group_of_image,
+    params,
+    cache,
+    progress=None,
+    *,
+    mapper=None,
+    pairs_per_task=None,
+    task_slots=None,
+):
     """Measure every overlapping pair of ``inputs``.
+
+    Parameters
+    ----------
+    inputs : sequence of SkyInput
+    group_of_image : numpy.ndarray
+        Group index of each image.
+    params : SkyMatchParams
+    cache : _PixelCache
+        Pixels of the in-process loop (unused with a ``mapper``).
+    progress : callable, optional
+        ``progress(done, total)`` in pairs; not called with a ``mapper`` (which
+        reports its own progress).
+    mapper : callable, optional
+        ``mapper(fn, items) -> list``, equivalent to ``[fn(x) for x in items]``,
+        e.g. on Dask workers. None measures the pairs here, one after another.
+    pairs_per_task : int, optional
+        Pairs per task with a ``mapper`` (None: :func:`batch_size`).
+    task_slots : int, optional
+        Tasks that can run at once, for the automatic ``pairs_per_task``.
 
     Returns
     -------
@@ -109,51 +159,239 @@ def measure_pairs(inputs, group_of_image, params, cache, progress=None):
     if len(cand):
         cand = cand[group_of_image[cand[:, 0]] != group_of_image[cand[:, 1]]]
     cand = _pair_order(n, cand)
-
-    records = []
     total = len(cand)
+    if mapper is not None:
+        records = _measure_mapped(
+            inputs, group_of_image, geometry, cand, params, mapper, pairs_per_task, task_slots
+        )
+        return records, total, bad_wcs
+
+    shapes = [inp.shape for inp in inputs]
+    records = []
     every = max(1, total // 10)
     for k, (a, b) in enumerate(cand):
         a, b = int(a), int(b)
-        ga, gb = int(group_of_image[a]), int(group_of_image[b])
-        try:
-            sides = [
-                _SideInput(
-                    inputs[i].shape,
-                    geometry[i].grid,
-                    geometry[j].inverse,
-                    inputs[j].shape,
-                    cache.get(i),
-                    cache.get(j),
-                    _fallback_box(inputs[i].shape, geometry[i].inverse, geometry[j].footprint),
-                )
-                for i, j in ((a, b), (b, a))
-            ]
-            rec = _measure_pair(a, b, ga, gb, sides, params)
-        except _GEOMETRY_ERRORS as exc:
-            log.warning(
-                "pair %s / %s dropped: geometry failed (%s)", inputs[a].name, inputs[b].name, exc
-            )
-            rec = PairRecord(
-                a,
-                b,
-                ga,
-                gb,
-                0,
-                math.nan,
-                math.nan,
-                math.nan,
-                math.nan,
-                False,
-                f"geometry failed: {exc}",
-            )
+        rec = _pair_record(
+            a, b, int(group_of_image[a]), int(group_of_image[b]), shapes, geometry, cache, params
+        )
         if rec is not None:
             records.append(rec)
-            if not rec.used:
-                log.debug("pair %s / %s not used: %s", inputs[a].name, inputs[b].name, rec.reason)
+            _log_record(rec, inputs[a].name, inputs[b].name)
         if progress is not None and ((k + 1) % every == 0 or k + 1 == total):
             progress(k + 1, total)
     return tuple(records), total, bad_wcs
+
+
+def _pair_record(a, b, ga, gb, shapes, geometry, cache, params):
+    """Record of one candidate pair (None when the images do not overlap).
+
+    ``shapes`` and ``geometry`` are indexed by image index (``geometry[i]`` has
+    ``grid``, ``inverse`` and ``footprint``); ``cache.get(i)`` gives the pixels.
+    """
+    try:
+        sides = [
+            _SideInput(
+                shapes[i],
+                geometry[i].grid,
+                geometry[j].inverse,
+                shapes[j],
+                cache.get(i),
+                cache.get(j),
+                _fallback_box(shapes[i], geometry[i].inverse, geometry[j].footprint),
+            )
+            for i, j in ((a, b), (b, a))
+        ]
+        return _measure_pair(a, b, ga, gb, sides, params)
+    except _GEOMETRY_ERRORS as exc:
+        return PairRecord(
+            a,
+            b,
+            ga,
+            gb,
+            0,
+            math.nan,
+            math.nan,
+            math.nan,
+            math.nan,
+            False,
+            f"{_GEOMETRY_FAILED}{exc}",
+        )
+
+
+_GEOMETRY_FAILED = "geometry failed: "
+
+
+def _log_record(rec, name_a, name_b):
+    """The log lines of one pair record (the same in-process and from tasks)."""
+    if rec.reason.startswith(_GEOMETRY_FAILED):
+        log.warning(
+            "pair %s / %s dropped: geometry failed (%s)",
+            name_a,
+            name_b,
+            rec.reason[len(_GEOMETRY_FAILED) :],
+        )
+    if not rec.used:
+        log.debug("pair %s / %s not used: %s", name_a, name_b, rec.reason)
+
+
+def batch_size(total, task_slots=None, per_task=None):
+    r"""Items per task: ``per_task``, or about four tasks per slot, at most 64 each.
+
+    Parameters
+    ----------
+    total : int
+        Number of items (pairs or groups).
+    task_slots : int, optional
+        Tasks that can run at once (None: 8).
+    per_task : int, optional
+        Fixed size; validated and returned when given.
+
+    Returns
+    -------
+    int
+        :math:`\min(64, \max(1, \lceil N / (4 S) \rceil))` for ``N`` items and
+        ``S`` slots, so that every slot gets several tasks (load balance) while
+        tasks stay large enough to amortise their overhead.
+    """
+    if per_task is not None:
+        if isinstance(per_task, bool) or int(per_task) != per_task or per_task < 1:
+            raise ValueError(f"pairs_per_task must be a positive integer or None, not {per_task!r}")
+        return int(per_task)
+    slots = 8 if task_slots is None else max(1, int(task_slots))
+    return max(1, min(MAX_PAIRS_PER_TASK, math.ceil(total / (4 * slots))))
+
+
+@dataclass(frozen=True)
+class PairImage:
+    """What a pair task needs of one image (all of it picklable for process workers).
+
+    Attributes
+    ----------
+    index : int
+        Position of the image in the inputs.
+    name : str
+    shape : tuple of int
+    grid : PixelGrid
+    inverse : callable
+        World -> pixel map (a fitted :class:`~.geometry.FastInverse` or the exact one).
+    footprint : Footprint
+    load : callable
+        ``() -> (data, good)``, as :attr:`SkyInput.load`.
+    """
+
+    index: int
+    name: str
+    shape: tuple
+    grid: PixelGrid
+    inverse: Callable
+    footprint: Footprint
+    load: Callable
+
+
+@dataclass(frozen=True)
+class PairTask:
+    """A batch of consecutive candidate pairs and what measuring them needs.
+
+    Attributes
+    ----------
+    pairs : tuple of tuple
+        ``(a, b, group_a, group_b)`` per pair, in measuring order.
+    images : tuple of PairImage
+        Every image the pairs use, once.
+    params : SkyMatchParams
+    """
+
+    pairs: tuple
+    images: tuple
+    params: object
+
+
+def measure_pair_batch(task: PairTask) -> tuple:
+    """Records of the pairs of one task (None entries dropped), in order.
+
+    Each image is read through a cache of ``params.cache_size`` images (all the
+    task's images when None), so an image shared by consecutive pairs is read once.
+    """
+    images = {img.index: img for img in task.images}
+    cache = _PixelCache(images, task.params.cache_size)
+    shapes = _Shapes(images)
+    records = []
+    for a, b, ga, gb in task.pairs:
+        rec = _pair_record(a, b, ga, gb, shapes, images, cache, task.params)
+        if rec is not None:
+            records.append(rec)
+    return tuple(records)
+
+
+class _Shapes:
+    """``shapes[i]`` view of a dict of PairImage."""
+
+    def __init__(self, images):
+        self._images = images
+
+    def __getitem__(self, i):
+        return self._images[i].shape
+
+
+def _measure_mapped(inputs, group_of_image, geometry, cand, params, mapper, per_task, slots):
+    """Pairs measured by ``mapper`` in batches of consecutive pairs."""
+    size = batch_size(len(cand), slots, per_task)
+    tasks = []
+    for start in range(0, len(cand), size):
+        pairs = tuple(
+            (int(a), int(b), int(group_of_image[a]), int(group_of_image[b]))
+            for a, b in cand[start : start + size]
+        )
+        used = dict.fromkeys(i for p in pairs for i in p[:2])
+        images = tuple(
+            PairImage(
+                i,
+                inputs[i].name,
+                tuple(inputs[i].shape),
+                geometry[i].grid,
+                geometry[i].inverse,
+                geometry[i].footprint,
+                inputs[i].load,
+            )
+            for i in used
+        )
+        tasks.append(PairTask(pairs, images, params))
+    records = []
+    for batch in mapper(measure_pair_batch, tasks) if tasks else ():
+        for rec in batch:
+            records.append(rec)
+            _log_record(rec, inputs[rec.a].name, inputs[rec.b].name)
+    return tuple(records)
+
+
+class _PixelCache:
+    """LRU cache of ``(data, good)`` per image; ``good`` excludes non-finite data.
+
+    ``inputs[i]`` must have ``load`` and ``name`` (a list or a dict by index).
+    """
+
+    def __init__(self, inputs, size):
+        self._inputs = inputs
+        self._size = size
+        self._store = OrderedDict()
+        self.loads = 0
+
+    def get(self, i):
+        if i in self._store:
+            self._store.move_to_end(i)
+            return self._store[i]
+        data, good = self._inputs[i].load()
+        data = np.asarray(data)
+        good = np.asarray(good, dtype=bool)
+        if data.ndim != 2 or data.shape != good.shape:
+            raise ValueError(f"{self._inputs[i].name}: data and mask must be 2-D of one shape")
+        good = good & np.isfinite(data)
+        self.loads += 1
+        self._store[i] = (data, good)
+        if self._size is not None:
+            while len(self._store) > self._size:
+                self._store.popitem(last=False)
+        return data, good
 
 
 _GEOMETRY_ERRORS = (GeometryError, FloatingPointError, ValueError, np.linalg.LinAlgError)

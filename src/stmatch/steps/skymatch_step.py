@@ -4,22 +4,35 @@ Parity with jwst 3.0 ``SkyMatchStep`` (same parameters, same meaning, results in
 ``meta.background``), plus: candidate pairs from a spatial index, statistics on
 pixels valid in both images, noise-weighted sparse least squares with an
 uncertainty per level, connected components solved and anchored separately, a
-solution table and an optional QA figure. See ``docs/skymatch.rst``.
+solution table and an optional QA figure. With ``scheduler`` set, the overlap
+statistics (and local skies) run as Dask tasks. See ``docs/skymatch.rst``.
 """
 
 from __future__ import annotations
 
+import contextlib
 import logging
 
 import numpy as np
-from astropy.nddata.bitmask import bitfield_to_boolean_mask, interpret_bit_flags
+from astropy.nddata.bitmask import interpret_bit_flags
 from stdatamodels.jwst.datamodels.dqflags import pixel as DQ_PIXEL
 from threadpoolctl import threadpool_limits
 
 from ..algorithms import SkyInput, SkyMatchParams, SkyStatistic, match_sky
 from ..algorithms.geometry import image_geometry
+from ..algorithms.skymatch import local_sky_batch
+from ..algorithms.skypairs import measure_pair_batch
 from . import _skymatch_io as io
 from ._base import StmatchStep
+from ._engine import SCHEDULER_SPEC, open_engine, scheduler_kind
+from ._sky_sources import (
+    ArraySource,
+    FileSource,
+    WcsInverse,
+    file_members,
+    fits_layout,
+    good_pixels,
+)
 
 __all__ = ["SkyMatchStep"]
 
@@ -39,7 +52,7 @@ class SkyMatchStep(StmatchStep):
 
     class_alias = "stmatch_skymatch"
 
-    spec = """
+    spec = f"""
         # General sky matching parameters (as in jwst):
         skymethod = option('local', 'global', 'match', 'global+match', 'user', default='match') # sky computation method
         match_down = boolean(default=True) # adjust sky to lowest measured value?
@@ -65,6 +78,9 @@ class SkyMatchStep(StmatchStep):
         save_solution = boolean(default=True) # write the solution table (ASDF + ECSV) beside saved outputs
         save_qa = boolean(default=False) # write a QA figure (PNG) of footprints, levels and the overlap graph
         output_use_model = boolean(default=True) # name outputs after each input model
+        # Distributed work (Dask):
+        {SCHEDULER_SPEC}
+        pairs_per_task = integer(min=1, default=None) # overlap pairs per task on Dask (None: about 4 tasks per task slot, at most 64 pairs)
     """  # noqa: E501
 
     def process(self, input_models):
@@ -82,6 +98,7 @@ class SkyMatchStep(StmatchStep):
         """
         self._solution = None
         self._solution_parts = None
+        distributed = scheduler_kind(self.scheduler) != "in-process"  # bad values: ValueError
         library = io.open_library(self, input_models)
         n = len(library)
         if n == 0:
@@ -114,8 +131,10 @@ class SkyMatchStep(StmatchStep):
             min_pixels=self.min_overlap_pixels,
             cache_size=self.cache_size,
         )
+        # Files that hold their members' content, known before anything is borrowed.
+        files = file_members(library) if distributed else None
         with library:
-            inputs, previous = self._sky_inputs(library, dqbits)
+            inputs, previous = self._sky_inputs(library, dqbits, files)
             if "match" in self.skymethod and len({i.group for i in inputs}) < 2:
                 log.warning("Only one image (group): nothing to match; step SKIPPED")
                 return io.mark_all(self, library, "SKIPPED")
@@ -123,10 +142,20 @@ class SkyMatchStep(StmatchStep):
                 "Stage 1/3: footprints and candidate pairs; stage 2/3: overlap "
                 "statistics; stage 3/3: solution"
             )
+            engine = open_engine(self.scheduler) if distributed else contextlib.nullcontext()
             # The matrix products here are small: multi-threaded BLAS gains nothing
             # and, when another process holds a core, its spinning threads cost 4x.
-            with threadpool_limits(limits=1, user_api="blas"):
-                result = match_sky(inputs, params, progress=_progress_logger())
+            with engine, threadpool_limits(limits=1, user_api="blas"):
+                if not distributed:
+                    result = match_sky(inputs, params, progress=_progress_logger())
+                else:
+                    result = match_sky(
+                        inputs,
+                        params,
+                        mapper=_engine_mapper(engine),
+                        pairs_per_task=self.pairs_per_task,
+                        task_slots=engine.n_workers,
+                    )
         io.log_solution(result, inputs)
         io.apply_result(self, library, inputs, result, previous)
         self._solution_parts = (library, inputs, result)
@@ -143,8 +172,13 @@ class SkyMatchStep(StmatchStep):
             self._solution = io.solution_model(self, *self._solution_parts)
         return getattr(self, "_solution", None)
 
-    def _sky_inputs(self, library, dqbits):
-        """SkyInput per model (arrays loaded lazily) and previous background levels."""
+    def _sky_inputs(self, library, dqbits, files=None):
+        """SkyInput per model (arrays loaded lazily) and previous background levels.
+
+        ``files`` (``{index: path}``, tasks on Dask only) switches to picklable
+        loaders: a :class:`FileSource` for the members listed, an
+        :class:`ArraySource` for the others, and a picklable exact inverse.
+        """
         need_geometry = "match" in self.skymethod or self.save_qa
         group_of = {}
         for gid, indices in library.group_indices.items():
@@ -168,9 +202,17 @@ class SkyMatchStep(StmatchStep):
                 geometry = None
                 if need_geometry:
                     fwd, inv = io.wcs_callables(model)
+                    if files is not None and model.meta.wcs is not None:
+                        inv = WcsInverse(model.meta.wcs)  # same arithmetic, picklable
                     geometry = image_geometry(
                         shape, fwd, inv, stepsize=self.stepsize, grid_step=self.grid_step
                     )
+                if files is None:
+                    load = _loader(library, i, dqbits)
+                elif i in files:
+                    load = FileSource(files[i], dqbits, fits_layout(model, files[i]))
+                else:
+                    load = ArraySource(data, good_pixels(model, dqbits))
             finally:
                 library.shelve(model, i, modify=False)
             inputs.append(
@@ -179,7 +221,7 @@ class SkyMatchStep(StmatchStep):
                     shape,
                     None,
                     None,
-                    _loader(library, i, dqbits),
+                    load,
                     group=str(group_of.get(i, name)),
                     geometry=geometry,
                 )
@@ -195,10 +237,7 @@ def _loader(library, index, dqbits):
         try:
             data = model.data
             # NaNs are excluded by the algorithm itself; here only the DQ selection.
-            if dqbits is None or model.dq is None or np.shape(model.dq) != np.shape(data):
-                good = np.ones(np.shape(data), dtype=bool)
-            else:
-                good = bitfield_to_boolean_mask(model.dq, dqbits, good_mask_value=True, dtype=bool)
+            good = good_pixels(model, dqbits)
         finally:
             library.shelve(model, index, modify=False)
         return data, good
@@ -210,5 +249,47 @@ def _progress_logger():
     def progress(done, total):
         if total >= 50:
             log.info("  overlap statistics: %d / %d candidate pairs", done, total)
+
+    return progress
+
+
+_TASK_NAMES = {measure_pair_batch: "stmatch-skypairs", local_sky_batch: "stmatch-skylocal"}
+
+
+def _engine_mapper(engine):
+    """``mapper(fn, items)`` for match_sky: tasks on ``engine``, logged by kind."""
+
+    def mapper(fn, items):
+        items = list(items)
+        if fn is measure_pair_batch:
+            n = sum(len(task.pairs) for task in items)
+            what, unit = "overlap statistics", "candidate pairs"
+            log.info(
+                "Stage 2/3: overlap statistics of %d candidate pairs in %d task(s) on %s",
+                n,
+                len(items),
+                engine.description,
+            )
+        else:
+            n = sum(len(task.groups) for task in items)
+            what, unit = "local skies", "groups"
+            log.info(
+                "Local skies of %d group(s) in %d task(s) on %s",
+                n,
+                len(items),
+                engine.description,
+            )
+        progress = _task_progress(what, unit, n) if n >= 50 else None
+        return engine.map(fn, items, name=_TASK_NAMES.get(fn, "stmatch-sky"), progress=progress)
+
+    return mapper
+
+
+def _task_progress(what, unit, n):
+    """Progress lines about every tenth of the tasks."""
+
+    def progress(done, total):
+        if done == total or done % max(1, total // 10) == 0:
+            log.info("  %s: %d / %d tasks (%d %s)", what, done, total, n, unit)
 
     return progress
