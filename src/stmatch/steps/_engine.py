@@ -276,7 +276,8 @@ def open_engine(scheduler=None, *, n_workers: int | None = None) -> Engine:
         return Engine()
     distributed = _import_distributed()
     cores = os.cpu_count() or 1
-    common = {"dashboard_address": None, "silence_logs": logging.WARNING}
+    # ":0": the scheduler's HTTP routes on a free port (no clash, no warning)
+    common = {"dashboard_address": ":0", "silence_logs": logging.WARNING}
     if kind == "threads":
         nthreads = n_workers or cores
         cluster = distributed.LocalCluster(
