@@ -1,5 +1,7 @@
 """Tests of the spatially varying convolution of images and variance maps."""
 
+import pickle
+
 import numpy as np
 import pytest
 from scipy import fft as sfft
@@ -16,6 +18,7 @@ from stmatch.algorithms.convolve_varying import (
     variance_rank,
 )
 from stmatch.algorithms.psf import gaussian_psf
+from stmatch.algorithms.row_bands import band_rows_for, plan_bands, row_chunk
 from stmatch.algorithms.spatial_kernel import SpatialKernel
 
 
@@ -393,3 +396,88 @@ def test_variance_bad_pixels_and_sign():
     dipole[1, 0], dipole[1, 2] = 1.0, -1.0
     flat = convolve_variance(np.ones(shape), dipole, dtype=np.float64)
     np.testing.assert_allclose(flat, 2.0, rtol=1e-12)
+
+
+# ----------------------------------------------------------------------------- row bands
+def _pickling_mapper(calls):
+    """A mapper that sends every item through pickle (as to another process) and
+    runs the tasks in reverse order."""
+
+    def mapper(fn, items):
+        calls.append(len(items))
+        sent = [pickle.loads(pickle.dumps(item)) for item in items]
+        return [fn(item) for item in sent[::-1]][::-1]
+
+    return mapper
+
+
+@pytest.mark.parametrize("fill", ["reflect", "zero"])
+@pytest.mark.parametrize(
+    ("shape", "h", "chunk", "band_rows"),
+    [((300, 64), 11, None, 40), ((140, 50), 7, 13, 30), ((90, 60), 9, 17, 1)],
+)
+def test_row_bands_give_the_bits_of_the_whole_image(fill, shape, h, chunk, band_rows):
+    kernel = random_kernel(shape, h, h + 2, seed=5)
+    rng = np.random.default_rng(6)
+    image = rng.normal(size=shape).astype(np.float32)
+    image[5, 7] = np.nan
+    mask = rng.uniform(size=shape) < 0.002
+    variance = rng.uniform(0.5, 2.0, size=shape)
+    n_bands = len(plan_bands(shape[0], h, band_rows, chunk=chunk))
+    assert n_bands > 1
+    for dtype in (np.float32, np.float64) if image.size < 6000 else (np.float32,):
+        kw = dict(mask=mask, fill=fill, dtype=dtype, chunk=chunk)
+        calls = []
+        whole = convolve_image(image, kernel, **kw)
+        banded = convolve_image(
+            image, kernel, **kw, mapper=_pickling_mapper(calls), band_rows=band_rows
+        )
+        here = convolve_image(image, kernel, **kw, band_rows=band_rows)  # bands, no mapper
+        np.testing.assert_array_equal(banded.data, whole.data)
+        np.testing.assert_array_equal(here.data, whole.data)
+        np.testing.assert_array_equal(banded.bad, whole.bad)
+        np.testing.assert_array_equal(banded.edge, whole.edge)
+        var_whole = convolve_variance(variance, kernel, **kw)
+        var_banded = convolve_variance(
+            variance, kernel, **kw, mapper=_pickling_mapper(calls), band_rows=band_rows
+        )
+        np.testing.assert_array_equal(var_banded, var_whole)
+        assert calls == [n_bands, n_bands]
+    if image.size > 6000:
+        return
+    # and the bands are the exact convolution
+    ref = brute_force(np.nan_to_num(image, nan=0.0).astype(np.float64) * ~mask, kernel, fill)
+    ok = ~banded.bad
+    np.testing.assert_allclose(banded.data[ok], ref[ok], rtol=0, atol=1e-9)
+
+
+def test_default_bands_with_a_mapper():
+    shape = (700, 40)
+    kernel = random_kernel(shape, 9, 9, seed=8)
+    image = np.random.default_rng(9).normal(size=shape)
+    calls = []
+    res = convolve_image(image, kernel, dtype=np.float64, mapper=_pickling_mapper(calls))
+    np.testing.assert_array_equal(res.data, convolve_image(image, kernel, dtype=np.float64).data)
+    assert calls == [len(plan_bands(shape[0], 9, band_rows_for(shape[0], 9, 2)))] == [3]
+
+
+def test_band_plans():
+    chunk = row_chunk(1000, 21)
+    assert chunk == sfft.next_fast_len(256) - 20 and row_chunk(100, 21) == 100
+    bands = plan_bands(1000, 21, 300)
+    assert bands[0] == (0, chunk) and bands[-1][1] == 1000
+    assert plan_bands(1000, 21, 400)[0] == (0, 2 * chunk)
+    assert all(b[0] == a[1] for a, b in zip(bands, bands[1:], strict=False))
+    assert all(r0 % chunk == 0 for r0, _ in bands)
+    assert plan_bands(50, 5, 7, chunk=10) == [(0, 10), (10, 20), (20, 30), (30, 40), (40, 50)]
+    # about 4 bands per task slot, each at least 4 kernel heights
+    assert band_rows_for(4096, 21, 4) == 256
+    assert band_rows_for(4096, 101, 4) == 404
+    assert band_rows_for(10, 3, 1) == 12
+    for bad in (0, -3, 2.5, None, True):
+        with pytest.raises(ValueError, match="band_rows"):
+            plan_bands(100, 5, bad)
+    with pytest.raises(ValueError, match="band_rows"):
+        convolve_image(np.ones((20, 20)), np.ones((3, 3)), band_rows=0)
+    with pytest.raises(ValueError, match="mapper"):
+        convolve_image(np.ones((20, 20)), np.ones((3, 3)), mapper="dask")

@@ -1,5 +1,7 @@
 """Tiled ZOGY, detections and background/noise estimates."""
 
+import pickle
+
 import numpy as np
 import pytest
 
@@ -7,7 +9,7 @@ from stmatch.algorithms.detect import find_detections
 from stmatch.algorithms.noise import clipped_background, sigma_from_variance
 from stmatch.algorithms.psf import gaussian_psf
 from stmatch.algorithms.zogy import zogy
-from stmatch.algorithms.zogy_tiled import plan_tiles, zogy_tiled
+from stmatch.algorithms.zogy_tiled import TileTask, plan_tiles, tile_seeds, zogy_tiled
 
 
 def _stars(shape, psf_fwhm, xs, ys, fluxes, size=25):
@@ -120,6 +122,92 @@ def test_outputs_subset_saves_memory():
     res = zogy_tiled(a, b, p, p, sigma_new=1, sigma_ref=1, outputs=("d", "s_corr"))
     assert res.s is None and res.alpha is None and res.var_s is None
     assert res.d.shape == (64, 64) and res.s_corr.dtype == np.float32
+
+
+# ------------------------------------------------------------------ tiles as tasks
+def _pickling_mapper(calls):
+    """A mapper that sends every item through pickle (as to another process) and
+    runs the tasks in reverse order."""
+
+    def mapper(fn, items):
+        calls.append(len(items))
+        sent = [pickle.loads(pickle.dumps(item)) for item in items]
+        assert all(isinstance(t, TileTask) for t in sent)
+        return [fn(item) for item in sent[::-1]][::-1]
+
+    return mapper
+
+
+def _varying_pair(shape=(150, 170), seed=7):
+    rng = np.random.default_rng(seed)
+    new = rng.standard_normal(shape) + _stars(shape, 3.0, [40.2, 120.7], [60.4, 100.1], [900, 700])
+    ref = 0.5 * rng.standard_normal(shape) + _stars(shape, 2.0, [40.2], [60.4], [900])
+    new[10:13, 40:44] = np.nan  # bad pixels: their noise comes from the tile's generator
+    var_new = np.full(shape, 1.0)
+    var_ref = np.full(shape, 0.25)
+    return new, ref, var_new, var_ref
+
+
+def test_mapper_gives_the_bits_of_the_local_loop():
+    new, ref, var_new, var_ref = _varying_pair()
+
+    def psf_new_at(y, x):
+        return gaussian_psf(15, 2.6 + x / 170.0)
+
+    pr = gaussian_psf(15, 2.0)
+    kw = dict(sigma_new=1.0, sigma_ref=0.5, var_new=var_new, var_ref=var_ref, tile_size=48)
+    calls, seen = [], []
+    local = zogy_tiled(new, ref, psf_new_at, pr, **kw, progress=lambda i, n, t: seen.append(i))
+    mapped = zogy_tiled(new, ref, psf_new_at, pr, **kw, mapper=_pickling_mapper(calls))
+    assert calls == [len(local.tiles)] == [16] and seen == list(range(16))
+    for name in ("d", "s", "s_corr", "alpha", "alpha_err", "var_s", "bad"):
+        np.testing.assert_array_equal(getattr(mapped, name), getattr(local, name), err_msg=name)
+    for name in ("psf_d", "kernel_n", "kernel_r", "f_d", "f_s"):
+        np.testing.assert_array_equal(getattr(mapped, name), getattr(local, name), err_msg=name)
+    assert np.isnan(local.d[11, 41]) and local.bad[11, 41]
+    # one tile never goes to the mapper
+    calls.clear()
+    for tile_size in (None, 500):
+        one = zogy_tiled(
+            new,
+            ref,
+            pr,
+            pr,
+            sigma_new=1.0,
+            sigma_ref=0.5,
+            tile_size=tile_size,
+            mapper=_pickling_mapper(calls),
+        )
+        assert calls == [] and len(one.tiles) == 1
+
+
+def test_tile_noise_comes_from_per_tile_seeds():
+    a, b = tile_seeds(11, 4), tile_seeds(11, 4)
+    draws = [np.random.default_rng(s).standard_normal(3) for s in a]
+    assert all(
+        np.array_equal(np.random.default_rng(s).standard_normal(3), d)
+        for s, d in zip(b, draws, strict=True)
+    )
+    assert not np.allclose(draws[0], draws[1])
+    seq = tile_seeds(np.random.SeedSequence(11), 4)
+    assert [s.spawn_key for s in seq] == [s.spawn_key for s in a]
+    gen = np.random.default_rng(3)
+    first = tile_seeds(gen, 2)[0].entropy
+    assert tile_seeds(gen, 2)[0].entropy != first  # a Generator advances
+    with pytest.raises(ValueError, match="rng"):
+        tile_seeds("seed", 2)
+    # the seed changes the padding noise: results move near the edges only
+    new, ref, _, _ = _varying_pair((120, 130))
+    new = np.nan_to_num(new)
+    pn, pr = gaussian_psf(13, 2.5), gaussian_psf(13, 2.0)
+    kw = dict(sigma_new=1.0, sigma_ref=0.5, tile_size=40)
+    r1 = zogy_tiled(new, ref, pn, pr, rng=1, **kw)
+    r2 = zogy_tiled(new, ref, pn, pr, rng=2, **kw)
+    r1b = zogy_tiled(new, ref, pn, pr, rng=np.random.SeedSequence(1), **kw)
+    np.testing.assert_array_equal(r1.d, r1b.d)
+    diff = np.abs(r1.d - r2.d)
+    assert diff.max() > 1e-2
+    assert diff[13:-13, 13:-13].max() < 1e-3 * np.abs(r1.d).max()
 
 
 # ------------------------------------------------------------------ detections

@@ -49,8 +49,9 @@ from dataclasses import dataclass
 from functools import partial
 
 import numpy as np
-from scipy import fft as sfft
+from scipy import fft as sfft  # noqa: F401 (the transforms used by row_bands)
 
+from .row_bands import _reflect_index, convolve_in_bands, convolve_rows, input_rows, row_chunk
 from .spatial_kernel import SpatialKernel
 
 __all__ = [
@@ -63,7 +64,6 @@ __all__ = [
 ]
 
 _FILLS = ("reflect", "zero")
-_WORKERS = -1  # scipy.fft threads: all CPUs (os.cpu_count())
 
 
 @dataclass(frozen=True)
@@ -134,15 +134,6 @@ def _options(fill, dtype, chunk):
 def _times(x_factor, r0, r1, c):
     """``post`` callback: multiply a block by a function of the column."""
     c *= x_factor
-
-
-def _reflect_index(idx: np.ndarray, n: int) -> np.ndarray:
-    """Indices mirrored about the first and last pixel (numpy's ``reflect`` padding)."""
-    if n == 1:
-        return np.zeros_like(idx)
-    period = 2 * (n - 1)
-    m = np.mod(idx, period)
-    return np.where(m >= n, period - m, m)
 
 
 def _grid(lo: float, hi: float, m: int) -> np.ndarray:
@@ -292,14 +283,9 @@ def dilate(mask, footprint) -> np.ndarray:
     return counts > 0.5
 
 
-def _auto_chunk(h: int) -> int:
-    """Rows per block: transforms of about 256 rows (or ``4 h``) stay in cache."""
-    return sfft.next_fast_len(max(256, 4 * h)) - 2 * (h // 2)
-
-
 def _fft_convolve_terms(arr, bad, kernels, groups, fill, out_dtype, chunk):
     r"""Core: :math:`\sum_g P_g \cdot \mathcal{F}_x^{-1}\big[\sum_{s \in g} Y_s(y)\,
-    \mathcal{F}_y^{-1}(\hat I\, \hat K_s)\big]` (module notes).
+    \mathcal{F}_y^{-1}(\hat I\, \hat K_s)\big]` over the whole image (module notes).
 
     ``groups``: list of ``(members, post)``; ``members``: ``(s, y_factor)`` pairs
     (``y_factor`` over the image rows, or None for 1); ``post(r0, r1, c)``
@@ -308,79 +294,56 @@ def _fft_convolve_terms(arr, bad, kernels, groups, fill, out_dtype, chunk):
     block of rows, with ``hy`` rows of overlap (mirrored or zero beyond the image)
     and ``hx`` padded columns, is transformed once in an array of fast FFT size;
     all blocks share that size, so the kernel transforms (small matrix products,
-    the kernels being tiny) are computed once. Float64 sums; all CPUs.
+    the kernels being tiny) are computed once
+    (:func:`~stmatch.algorithms.row_bands.convolve_rows`). Float64 sums; all CPUs.
     """
     ny, nx = arr.shape
-    n, h, w = kernels.shape
-    hy, hx = h // 2, w // 2
-    chunk = min(_auto_chunk(h) if chunk is None else chunk, ny)
-    out = np.empty((ny, nx), dtype=out_dtype)
-    fy = sfft.next_fast_len(chunk + 2 * hy)
-    fx = sfft.next_fast_len(nx + 2 * hx, real=True)
-    nkx = fx // 2 + 1
-    ex = np.exp(-2j * np.pi * np.outer(np.arange(w) - hx, np.arange(nkx)) / fx)
-    ey = np.exp(-2j * np.pi * np.outer(np.arange(fy), np.arange(h) - hy) / fy)
-    kx_terms = [kernels[s] @ ex for s in range(n)]  # (h, nkx) each
-    cached = n * fy * nkx * 16 <= 1 << 28
-    khat = [ey @ k for k in kx_terms] if cached else None
-    ci = np.arange(-hx, nx + hx)
-    ci = _reflect_index(ci, nx) if fill == "reflect" else ci
-    col_out = (ci < 0) | (ci >= nx)
-    ci = np.clip(ci, 0, nx - 1)
+    h = kernels.shape[1]
+    hy = h // 2
 
-    def spectrum(r0, r1):
-        rows = np.arange(r0 - hy, r1 + hy)
-        ri = _reflect_index(rows, ny) if fill == "reflect" else rows
-        row_out = (ri < 0) | (ri >= ny)
-        ri = np.clip(ri, 0, ny - 1)
-        buf = np.zeros((fy, fx), dtype=np.float64)
-        blk = buf[: rows.size, : ci.size]
-        inner = blk[:, hx : hx + nx]
-        inner[...] = arr[ri]
-        if bad is not None:
-            inner[bad[ri]] = 0.0
-        blk[:, :hx] = blk[:, ci[:hx] + hx]
-        blk[:, hx + nx :] = blk[:, ci[hx + nx :] + hx]
-        if fill == "zero":
-            blk[row_out] = 0.0
-            blk[:, col_out] = 0.0
-        return sfft.rfft2(buf, workers=_WORKERS, overwrite_x=True)
+    def source(b0, b1):
+        return input_rows(arr, bad, fill, b0, b1, hy)
 
-    for r0 in range(0, ny, chunk):
-        r1 = min(r0 + chunk, ny)
-        spec = spectrum(r0, r1)
-        prod = np.empty_like(spec)
-        direct = out_dtype == np.float64
-        acc = out[r0:r1] if direct else np.empty((r1 - r0, nx))
-        for g, (members, post) in enumerate(groups):
-            mixed = None
-            for s, y_factor in members:
-                if cached:
-                    np.multiply(khat[s], spec, out=prod)
-                else:
-                    np.matmul(ey, kx_terms[s], out=prod)
-                    prod *= spec
-                part = sfft.ifft(prod, axis=0, workers=_WORKERS, overwrite_x=True)
-                part = part[hy : hy + r1 - r0]
-                if y_factor is not None:
-                    part *= y_factor[r0:r1, None]
-                if mixed is None:  # copy: the next term reuses the transform's buffer
-                    mixed = part if len(members) == 1 else part.copy()
-                else:
-                    mixed += part
-                del part
-            full = sfft.irfft(mixed, n=fx, axis=1, workers=_WORKERS, overwrite_x=True)
-            c = full[:, hx : hx + nx]
-            if post is not None:
-                post(r0, r1, c)
-            if g == 0:
-                acc[...] = c
-            else:
-                acc += c
-            del mixed, full, c
-        if not direct:
-            out[r0:r1] = acc
-    return out
+    c = row_chunk(ny, h, chunk)
+    return convolve_rows(source, 0, ny, nx, kernels, groups, fill, out_dtype, c)
+
+
+def _convolve(arr, bad, kernels, weights, fill, out_dtype, chunk, mapper, band_rows):
+    """The whole image at once (``mapper`` and ``band_rows`` None), or in row bands."""
+    if mapper is None and band_rows is None:
+        groups = weights.groups(0, arr.shape[0])
+        return _fft_convolve_terms(arr, bad, kernels, groups, fill, out_dtype, chunk)
+    if mapper is not None and not callable(mapper):
+        raise ValueError(f"mapper must be callable or None, got {type(mapper).__name__}")
+    return convolve_in_bands(
+        arr, bad, kernels, weights, fill, out_dtype, chunk, mapper=mapper, band_rows=band_rows
+    )
+
+
+@dataclass(frozen=True, eq=False)
+class _TermWeights:
+    """Spatial weights of :func:`convolve_image`: ``B_s = Y_s(y) X_s(x)``.
+
+    ``layout``: ``((x_term, ((s, use_y), ...)), ...)``, one entry per distinct
+    column factor (``x_term`` the term whose :math:`X_s` it is, or None for 1);
+    :meth:`groups` evaluates the factors at global rows ``[r0, r1)``.
+    """
+
+    kernel: SpatialKernel
+    nx: int
+    layout: tuple
+
+    def groups(self, r0, r1):
+        x1, y1 = self.kernel.domain[1], self.kernel.domain[3]
+        ys = self.kernel.spatial_terms(x1, np.arange(r0, r1, dtype=np.float64))
+        xs = self.kernel.spatial_terms(np.arange(self.nx, dtype=np.float64), y1)
+        return [
+            (
+                [(s, ys[s] if use_y else None) for s, use_y in members],
+                None if x_term is None else partial(_times, xs[x_term]),
+            )
+            for x_term, members in self.layout
+        ]
 
 
 def convolve_image(
@@ -392,6 +355,8 @@ def convolve_image(
     dtype=np.float32,
     footprint_threshold: float = 1e-4,
     chunk=None,
+    mapper=None,
+    band_rows=None,
 ) -> ConvolveResult:
     r"""Convolve an image with a spatially varying kernel.
 
@@ -425,6 +390,16 @@ def convolve_image(
         about 256 rows (at least ``4 h``) are used: small transforms stay in the
         processor caches and the memory of the transforms is a small fraction of
         the image. ``chunk=image.shape[0]`` transforms the whole padded image at once.
+    mapper : callable, optional
+        ``mapper(fn, items) -> list`` (results in order), e.g. from
+        ``Engine.mapper``: the convolution then runs in row bands, one task per
+        band (:mod:`~stmatch.algorithms.row_bands`). Each task receives its rows,
+        ``h // 2`` halo rows of the padded input on either side and its global row
+        offset; the result is identical (bit for bit) to the whole-image one.
+    band_rows : int, optional
+        Rows per band, rounded to whole blocks of ``chunk`` rows (default
+        with a ``mapper``: about 8 bands). Without a ``mapper`` the bands run here,
+        one after another.
 
     Returns
     -------
@@ -442,13 +417,17 @@ def convolve_image(
     fill, out_dtype, chunk = _options(fill, dtype, chunk)
     foot = kernel_footprint(kern, threshold=footprint_threshold)
     ys, xs = _separable_terms(kern, *arr.shape)
-    groups = {}  # terms with the same x factor share one inverse transform along x
+    layout = {}  # terms with the same x factor share one inverse transform along x
     for s in range(kern.n_terms):
-        post = None if np.all(xs[s] == 1.0) else partial(_times, xs[s])
-        members = groups.setdefault(xs[s].tobytes(), ([], post))[0]
-        members.append((s, None if np.all(ys[s] == 1.0) else ys[s]))
-    groups = list(groups.values())
-    data = _fft_convolve_terms(arr, bad, kern.term_kernels, groups, fill, out_dtype, chunk)
+        x_term = None if np.all(xs[s] == 1.0) else s
+        members = layout.setdefault(xs[s].tobytes(), (x_term, []))[1]
+        members.append((s, not np.all(ys[s] == 1.0)))
+    del ys, xs
+    layout = tuple((x_term, tuple(members)) for x_term, members in layout.values())
+    weights = _TermWeights(kern, arr.shape[1], layout)
+    data = _convolve(
+        arr, bad, kern.term_kernels, weights, fill, out_dtype, chunk, mapper, band_rows
+    )
     bad_out = _dilated_bad(bad, foot, fill)
     data[bad_out] = np.nan
     return ConvolveResult(data=data, bad=bad_out, edge=_edge_band(arr.shape, foot))

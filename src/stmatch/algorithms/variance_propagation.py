@@ -18,14 +18,15 @@ a convolution with a kernel in the span of the products :math:`\bar K_s \bar K_t
 
 from __future__ import annotations
 
+from dataclasses import dataclass
 from functools import partial
 
 import numpy as np
 
 from .convolve_varying import (
     _as_kernel,
+    _convolve,
     _dilated_bad,
-    _fft_convolve_terms,
     _grid,
     _input,
     _options,
@@ -75,6 +76,41 @@ def _box(kernel: SpatialKernel, shape):
     return (min(x0, 0.0), max(x1, nx - 1.0), min(y0, 0.0), max(y1, ny - 1.0))
 
 
+def _weight(zy, gx_r, r0, r1, c):
+    """``post`` callback: multiply block ``c`` (band rows ``[r0, r1)``) by :math:`a_r`."""
+    c *= np.einsum("yq,qx->yx", zy[r0:r1], gx_r)
+
+
+@dataclass(frozen=True, eq=False)
+class _SquareWeights:
+    r"""Spatial weights :math:`a_r(x, y)` of :func:`convolve_variance`.
+
+    :math:`a_r = \sum_p c_{pr}\, Y_s Y_t(y)\, X_s X_t(x)` over the pairs
+    :math:`p = (s, t)`; pairs whose row factors :math:`Y_s Y_t` are equal over the
+    image share one group ``group[p]`` (``rep[q]`` a pair of group ``q``).
+    :meth:`groups` evaluates the factors at global rows ``[r0, r1)``.
+    """
+
+    kernel: SpatialKernel
+    nx: int
+    pairs: tuple
+    coef: np.ndarray
+    group: np.ndarray
+    rep: tuple
+
+    def groups(self, r0, r1):
+        x1, y1 = self.kernel.domain[1], self.kernel.domain[3]
+        ys = self.kernel.spatial_terms(x1, np.arange(r0, r1, dtype=np.float64))
+        xs = self.kernel.spatial_terms(np.arange(self.nx, dtype=np.float64), y1)
+        zy = np.stack([ys[self.pairs[p][0]] * ys[self.pairs[p][1]] for p in self.rep])
+        zy = np.ascontiguousarray(zy.T)  # (rows, Q)
+        rank = self.coef.shape[1]
+        gx = np.zeros((rank, len(self.rep), self.nx))
+        for p, (s, t) in enumerate(self.pairs):
+            gx[:, self.group[p]] += self.coef[p][:, None] * (xs[s] * xs[t])
+        return [([(r, None)], partial(_weight, zy, gx[r])) for r in range(rank)]
+
+
 def variance_rank(kernel: SpatialKernel, *, rtol: float = 1e-4, shape=None) -> int:
     """Number of convolutions :func:`convolve_variance` does for ``kernel``.
 
@@ -108,6 +144,8 @@ def convolve_variance(
     fill: str = "reflect",
     footprint_threshold: float = 1e-4,
     chunk=None,
+    mapper=None,
+    band_rows=None,
 ) -> np.ndarray:
     r"""Propagate a variance map of independent pixels through the convolution.
 
@@ -162,6 +200,11 @@ def convolve_variance(
         masks of both agree).
     chunk : int, optional
         Row blocks, as in :func:`~stmatch.algorithms.convolve_varying.convolve_image`.
+    mapper : callable, optional
+        Run the convolutions in row bands, one task per band, as in
+        :func:`~stmatch.algorithms.convolve_varying.convolve_image` (identical result).
+    band_rows : int, optional
+        Rows per band, as in :func:`~stmatch.algorithms.convolve_varying.convolve_image`.
 
     Returns
     -------
@@ -179,22 +222,16 @@ def convolve_variance(
     if basis.shape[0] == 0:
         data = np.zeros(arr.shape, dtype=out_dtype)
     else:
-        ys, xs = _separable_terms(kern, ny, nx)
+        ys = _separable_terms(kern, ny, nx)[0]
         # a_r(x, y) = sum_p coef[p, r] Y_s Y_t(y) X_s X_t(x): pairs sharing a row
         # factor are merged, then each a_r is a thin matrix product per block
         zy = np.stack([ys[s] * ys[t] for s, t in pairs])  # (P, ny)
-        zx = np.stack([xs[s] * xs[t] for s, t in pairs])  # (P, nx)
-        zy, group = np.unique(zy, axis=0, return_inverse=True)
-        gx = np.zeros((basis.shape[0], zy.shape[0], nx))
-        for p in range(len(pairs)):
-            gx[:, group.ravel()[p]] += coef[p][:, None] * zx[p]
-        zy = np.ascontiguousarray(zy.T)  # (ny, Q)
-
-        def weight(r, r0, r1, c):
-            c *= np.einsum("yq,qx->yx", zy[r0:r1], gx[r])
-
-        groups = [([(r, None)], partial(weight, r)) for r in range(basis.shape[0])]
-        data = _fft_convolve_terms(arr, bad, basis, groups, fill, out_dtype, chunk)
+        _, first, group = np.unique(zy, axis=0, return_index=True, return_inverse=True)
+        del ys, zy
+        weights = _SquareWeights(
+            kern, nx, tuple(pairs), coef, group.ravel(), tuple(int(p) for p in first)
+        )
+        data = _convolve(arr, bad, basis, weights, fill, out_dtype, chunk, mapper, band_rows)
         np.maximum(data, 0.0, out=data)
     data[_dilated_bad(bad, foot, fill)] = np.nan
     return data

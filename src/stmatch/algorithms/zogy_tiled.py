@@ -21,6 +21,16 @@ which also covers the ~10 σ of a Gaussian PSF rendered in a stamp of ±5 σ.
 
 The memory of a tiled run is the inputs and the requested outputs, plus one
 ZOGY on an extended tile (~12 float64 arrays of the padded tile size).
+
+The tiles are independent: with a ``mapper`` (e.g. ``Engine.mapper`` of
+:mod:`stmatch.steps._engine`) each runs as a task that receives only its cut-outs
+(the images and variance maps over its outer box), its two PSF stamps (evaluated
+at the tile centre here) and its own noise seed, and returns its inner results;
+the stitching stays here. In a tiled run (``tile_size`` set), with or without a
+mapper, tile :math:`i` draws its padding (and bad-pixel) noise from its own
+generator, child :math:`i` of ``numpy.random.SeedSequence(seed).spawn(n_tiles)``
+(:func:`tile_seeds`), so the result does not depend on where or in which order
+the tiles run.
 """
 
 from __future__ import annotations
@@ -32,7 +42,16 @@ import numpy as np
 
 from .zogy import DEFAULT_SEED, zogy
 
-__all__ = ["OUTPUTS", "Tile", "TiledZogyResult", "plan_tiles", "zogy_tiled"]
+__all__ = [
+    "OUTPUTS",
+    "Tile",
+    "TileTask",
+    "TiledZogyResult",
+    "plan_tiles",
+    "run_tile",
+    "tile_seeds",
+    "zogy_tiled",
+]
 
 #: Image outputs :func:`zogy_tiled` can return (``var_s`` is float64).
 OUTPUTS = ("d", "s", "s_corr", "alpha", "alpha_err", "var_s")
@@ -156,6 +175,108 @@ def _psf_for(psf, centre, name):
     return np.asarray(psf)
 
 
+def tile_seeds(rng, n_tiles: int) -> list[np.random.SeedSequence]:
+    """One independent noise seed per tile, derived deterministically from ``rng``.
+
+    Parameters
+    ----------
+    rng : None, int, numpy.random.SeedSequence or numpy.random.Generator
+        None uses :data:`.zogy.DEFAULT_SEED`; a Generator supplies (and advances
+        by) the entropy of a new seed sequence.
+    n_tiles : int
+
+    Returns
+    -------
+    list of numpy.random.SeedSequence
+        ``SeedSequence(seed).spawn(n_tiles)``.
+    """
+    if rng is None:
+        seq = np.random.SeedSequence(DEFAULT_SEED)
+    elif isinstance(rng, np.random.SeedSequence):
+        seq = np.random.SeedSequence(rng.entropy, spawn_key=rng.spawn_key)
+    elif isinstance(rng, np.random.Generator):
+        seq = np.random.SeedSequence([int(v) for v in rng.integers(0, 2**32, size=4)])
+    elif isinstance(rng, (int, np.integer)) and not isinstance(rng, bool) and rng >= 0:
+        seq = np.random.SeedSequence(int(rng))
+    else:
+        raise ValueError(
+            f"rng must be a numpy Generator, a SeedSequence, a non-negative int seed or None, "
+            f"not {rng!r}"
+        )
+    return seq.spawn(int(n_tiles))
+
+
+@dataclass(frozen=True, eq=False)
+class TileTask:
+    """Everything one tile needs (picklable: it can run in another process).
+
+    Attributes
+    ----------
+    index, n_tiles : int
+        Position of the tile in :func:`plan_tiles` order, and their number.
+    tile : Tile
+    new, ref, var_new, var_ref : numpy.ndarray or None
+        Cut-outs over ``tile.outer``.
+    psf_new, psf_ref : numpy.ndarray
+        PSF stamps at ``tile.centre``.
+    seed : numpy.random.SeedSequence
+        Source of the tile's padding and bad-pixel noise.
+    options : dict
+        Keyword arguments of :func:`.zogy.zogy` (``sigma_new``, ``sigma_ref``,
+        ``flux_ratio``, ``astrometric_noise``, ``pad``, ``dtype``).
+    outputs : tuple of str
+        Images of :data:`OUTPUTS` to return.
+    """
+
+    index: int
+    n_tiles: int
+    tile: Tile
+    new: np.ndarray
+    ref: np.ndarray
+    var_new: np.ndarray | None
+    var_ref: np.ndarray | None
+    psf_new: np.ndarray
+    psf_ref: np.ndarray
+    seed: np.random.SeedSequence
+    options: dict
+    outputs: tuple
+
+
+def run_tile(task: TileTask) -> dict:
+    """ZOGY on one extended tile, cropped to its inner tile (a Dask task).
+
+    Returns
+    -------
+    dict
+        The requested images and ``bad`` over the inner tile (new arrays), and the
+        tile's ``psf_d``, ``kernel_n``, ``kernel_r``, ``f_d``, ``f_s``.
+
+    Raises
+    ------
+    ValueError
+        The error of :func:`.zogy.zogy`, prefixed with the tile.
+    """
+    try:
+        res = zogy(
+            task.new,
+            task.ref,
+            task.psf_new,
+            task.psf_ref,
+            var_new=task.var_new,
+            var_ref=task.var_ref,
+            rng=np.random.default_rng(task.seed),
+            **task.options,
+        )
+    except ValueError as exc:
+        raise ValueError(f"tile {task.index + 1}/{task.n_tiles} {task.tile.outer}: {exc}") from None
+    inner = task.tile.inner_in_outer
+    out = {name: getattr(res, name)[inner].copy() for name in (*task.outputs, "bad")}
+    out.update(
+        psf_d=res.psf_d, kernel_n=res.kernel_n, kernel_r=res.kernel_r, f_d=res.f_d, f_s=res.f_s
+    )
+    return out
+
+
 def zogy_tiled(
     new,
     ref,
@@ -174,6 +295,7 @@ def zogy_tiled(
     dtype=np.float32,
     outputs=OUTPUTS,
     progress=None,
+    mapper=None,
 ) -> TiledZogyResult:
     """Proper image subtraction (:func:`.zogy.zogy`) tile by tile, stitched.
 
@@ -191,13 +313,21 @@ def zogy_tiled(
         (see the module docstring). With one tile the border is the noise padding.
     sigma_new, sigma_ref, var_new, var_ref, flux_ratio, astrometric_noise, dtype
         As for :func:`.zogy.zogy` (variance maps are cut per tile).
-    rng : numpy.random.Generator or int, optional
-        Source of the padding noise (default: a generator with a fixed seed).
+    rng : numpy.random.Generator, numpy.random.SeedSequence or int, optional
+        Source of the padding noise (default: a fixed seed). Without
+        ``tile_size`` it is handed to :func:`.zogy.zogy` as is; with tiles, tile
+        ``i`` uses child ``i`` of :func:`tile_seeds`.
     outputs : sequence of str
         Which images of :data:`OUTPUTS` to keep (the others are None); fewer
         outputs mean less memory.
     progress : callable, optional
-        Called as ``progress(i, n_tiles, tile)`` after each tile.
+        Called as ``progress(i, n_tiles, tile)`` after each tile is stitched.
+    mapper : callable, optional
+        ``mapper(fn, items) -> list`` (results in order, e.g. ``Engine.mapper``):
+        the tiles of a tiled run (more than one tile) run as tasks
+        :func:`run_tile` of :class:`TileTask` items. None (default): one tile after
+        another here, each made and stitched before the next (lowest memory). The
+        result is the same, bit for bit.
 
     Returns
     -------
@@ -218,16 +348,14 @@ def zogy_tiled(
     unknown = set(outputs) - set(OUTPUTS)
     if unknown:
         raise ValueError(f"unknown outputs {sorted(unknown)}; choose from {OUTPUTS}")
+    if mapper is not None and not callable(mapper):
+        raise ValueError(f"mapper must be callable or None, got {type(mapper).__name__}")
     for name, v in (("var_new", var_new), ("var_ref", var_ref)):
         if v is not None and np.shape(v) != new_a.shape:
             raise ValueError(f"{name} has shape {np.shape(v)}, the images {new_a.shape}")
     shape = new_a.shape
-    gen = (
-        rng
-        if isinstance(rng, np.random.Generator)
-        else np.random.default_rng(DEFAULT_SEED if rng is None else rng)
-    )
     dtype = np.dtype(dtype)
+    outputs = tuple(name for name in OUTPUTS if name in outputs)
 
     single = tile_size is None
     if border is None:
@@ -240,62 +368,92 @@ def zogy_tiled(
             ]
         border = max(max(s) for s in sizes)
     tiles = plan_tiles(shape, tile_size, 0 if single else border)
+    options = dict(
+        sigma_new=sigma_new,
+        sigma_ref=sigma_ref,
+        flux_ratio=flux_ratio,
+        astrometric_noise=astrometric_noise,
+        pad=border,
+        dtype=dtype,
+    )
+    if single:
+        centre = tiles[0].centre
+        res = zogy(
+            new_a,
+            ref_a,
+            _psf_for(psf_new, centre, "psf_new"),
+            _psf_for(psf_ref, centre, "psf_ref"),
+            var_new=var_new,
+            var_ref=var_ref,
+            rng=np.random.default_rng(rng) if isinstance(rng, np.random.SeedSequence) else rng,
+            **options,
+        )
+        results = iter([{name: getattr(res, name) for name in (*outputs, *_PER_TILE, "bad")}])
+        del res
+    else:
+        seeds = tile_seeds(rng, len(tiles))
+        var_n = None if var_new is None else np.asarray(var_new)
+        var_r = None if var_ref is None else np.asarray(var_ref)
+
+        def task(i, tile):
+            box = (slice(tile.outer[0], tile.outer[1]), slice(tile.outer[2], tile.outer[3]))
+            return TileTask(
+                index=i,
+                n_tiles=len(tiles),
+                tile=tile,
+                new=new_a[box],
+                ref=ref_a[box],
+                var_new=None if var_n is None else var_n[box],
+                var_ref=None if var_r is None else var_r[box],
+                psf_new=_psf_for(psf_new, tile.centre, "psf_new"),
+                psf_ref=_psf_for(psf_ref, tile.centre, "psf_ref"),
+                seed=seeds[i],
+                options=options,
+                outputs=outputs,
+            )
+
+        if mapper is None or len(tiles) == 1:
+            results = (run_tile(task(i, tile)) for i, tile in enumerate(tiles))
+        else:
+            results = mapper(run_tile, [task(i, tile) for i, tile in enumerate(tiles)])
+            if len(results) != len(tiles):
+                raise RuntimeError(
+                    f"the mapper returned {len(results)} results for {len(tiles)} tiles"
+                )
+            results = iter(results)
 
     out = {
         name: np.empty(shape, dtype=np.float64 if name == "var_s" else dtype) for name in outputs
     }
     bad = np.zeros(shape, dtype=bool)
-    psf_d, kern_n, kern_r, f_d, f_s = [], [], [], [], []
+    per_tile = {name: [] for name in _PER_TILE}
     for i, tile in enumerate(tiles):
-        oy0, oy1, ox0, ox1 = tile.outer
-        box = (slice(oy0, oy1), slice(ox0, ox1))
-        pn = _psf_for(psf_new, tile.centre, "psf_new")
-        pr = _psf_for(psf_ref, tile.centre, "psf_ref")
-        try:
-            res = zogy(
-                new_a[box],
-                ref_a[box],
-                pn,
-                pr,
-                sigma_new=sigma_new,
-                sigma_ref=sigma_ref,
-                var_new=None if var_new is None else np.asarray(var_new)[box],
-                var_ref=None if var_ref is None else np.asarray(var_ref)[box],
-                flux_ratio=flux_ratio,
-                astrometric_noise=astrometric_noise,
-                pad=border,
-                rng=gen,
-                dtype=dtype,
-            )
-        except ValueError as exc:
-            if single:
-                raise
-            raise ValueError(f"tile {i + 1}/{len(tiles)} {tile.outer}: {exc}") from None
-        inner = tile.inner_in_outer
+        part = next(results)
         iy0, iy1, ix0, ix1 = tile.inner
         dest = (slice(iy0, iy1), slice(ix0, ix1))
         for name, arr in out.items():
-            arr[dest] = getattr(res, name)[inner]
-        bad[dest] = res.bad[inner]
-        psf_d.append(res.psf_d)
-        kern_n.append(res.kernel_n)
-        kern_r.append(res.kernel_r)
-        f_d.append(res.f_d)
-        f_s.append(res.f_s)
-        del res
+            arr[dest] = part[name]
+        bad[dest] = part["bad"]
+        for name in _PER_TILE:
+            per_tile[name].append(part[name])
+        del part
         if progress is not None:
             progress(i, len(tiles), tile)
 
     return TiledZogyResult(
         **{name: out.get(name) for name in OUTPUTS},
         bad=bad,
-        psf_d=_stack(psf_d),
-        f_d=np.asarray(f_d),
-        f_s=np.asarray(f_s),
-        kernel_n=_stack(kern_n),
-        kernel_r=_stack(kern_r),
+        psf_d=_stack(per_tile["psf_d"]),
+        f_d=np.asarray(per_tile["f_d"]),
+        f_s=np.asarray(per_tile["f_s"]),
+        kernel_n=_stack(per_tile["kernel_n"]),
+        kernel_r=_stack(per_tile["kernel_r"]),
         tiles=tiles,
     )
+
+
+#: Products of :func:`run_tile` that are kept per tile (not stitched).
+_PER_TILE = ("psf_d", "kernel_n", "kernel_r", "f_d", "f_s")
 
 
 def _stack(stamps) -> np.ndarray:

@@ -30,6 +30,7 @@ from ..models import summarize_quality
 from . import _psfmatch_output as output
 from . import _psfmatch_psf as psfin
 from ._base import StmatchStep
+from ._engine import SCHEDULER_SPEC, scheduler_kind
 from ._zogy_inputs import dq_of
 
 __all__ = ["PsfModelMatchStep"]
@@ -52,7 +53,7 @@ class PsfModelMatchStep(StmatchStep):
 
     class_alias = "stmatch_psfmatch"
 
-    spec = """
+    spec = f"""
         target_psf = string(default=None) # target PSF file (PsfModel ASDF, stpsf/webbpsf FITS, STDPSF, plain FITS)
         target_psf_fwhm = float(min=0, default=None) # analytic target PSF FWHM (exposure pixels)
         target_psf_profile = option('gaussian', 'moffat', default='gaussian') # analytic target profile
@@ -88,6 +89,7 @@ class PsfModelMatchStep(StmatchStep):
         save_kernel = boolean(default=True) # write the MatchingKernelModel (ASDF) beside the output
         save_qa = boolean(default=False) # write a QA figure (kernel mosaic, encircled energy)
         output_use_model = boolean(default=True) # name the output after the input
+        {SCHEDULER_SPEC}
     """  # noqa: E501
 
     def process(self, input_data):
@@ -104,6 +106,7 @@ class PsfModelMatchStep(StmatchStep):
             The convolved exposure (same type as the input).
         """
         self.kernel_model = None
+        scheduler_kind(self.scheduler)  # a bad value: ValueError before any work
         model = self._open(input_data)
         name = str(getattr(model.meta, "filename", None) or "exposure")
         shape = tuple(int(s) for s in np.shape(model.data))
@@ -179,7 +182,7 @@ class PsfModelMatchStep(StmatchStep):
             else fit.kernel
         )
         bad = self._bad_pixels(model, dqbits)
-        result, stats = output.convolve_model(model, apply, bad)
+        result, stats = output.convolve_on(self.scheduler, model, apply, bad)
         target_centre = target.at((shape[0] - 1) / 2.0, (shape[1] - 1) / 2.0)
         result.psf = np.asarray(target_centre, dtype=np.float32)
         info = {

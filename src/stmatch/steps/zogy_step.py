@@ -9,6 +9,7 @@ optionally a QA figure. See ``docs/zogy.rst``.
 
 from __future__ import annotations
 
+import contextlib
 import logging
 import math
 
@@ -22,6 +23,7 @@ from . import _psf_sources as psfs
 from . import _zogy_inputs as inputs
 from . import _zogy_output as output
 from ._base import StmatchStep
+from ._engine import SCHEDULER_SPEC, open_engine, scheduler_kind
 
 __all__ = ["ZogyStep"]
 
@@ -41,7 +43,7 @@ class ZogyStep(StmatchStep):
 
     class_alias = "stmatch_zogy"
 
-    spec = """
+    spec = f"""
         template = string(default=None) # template image when the input is the science image
         science_psf = string(default=None) # PSF file of the science image (PsfModel ASDF or stpsf/webbpsf FITS)
         template_psf = string(default=None) # PSF file of the template (in template pixels)
@@ -64,6 +66,7 @@ class ZogyStep(StmatchStep):
         save_qa = boolean(default=False) # write a QA figure (PNG) of the strongest detections
         qa_cutouts = integer(min=1, max=25, default=9) # detections shown in the QA figure
         output_use_model = boolean(default=True) # name the output after the science image
+        {SCHEDULER_SPEC}
     """  # noqa: E501
 
     def process(self, input_data, template=None):
@@ -83,6 +86,7 @@ class ZogyStep(StmatchStep):
         """
         self.catalog = None
         self.flux_ratio_fit = None
+        distributed = scheduler_kind(self.scheduler) != "in-process"  # bad values: ValueError
         science, tmpl = inputs.open_pair(self, input_data, template or self.template)
         sci_name = inputs.name_of(science, "science")
         tpl_name = inputs.name_of(tmpl, "template")
@@ -162,22 +166,36 @@ class ZogyStep(StmatchStep):
             ast_x,
             ast_y,
         )
+        if distributed and n_tiles_hint == 1:
+            log.info("ZOGY on one tile runs in-process (scheduler %s not used)", self.scheduler)
+        distributed = distributed and n_tiles_hint > 1
+        engine = open_engine(self.scheduler) if distributed else contextlib.nullcontext()
         try:
-            result = zogy_tiled(
-                sci.data,
-                tpl.data,
-                at_new,
-                at_ref,
-                tile_size=self.tile_size,
-                border=self.tile_border,
-                sigma_new=sci.sigma,
-                sigma_ref=tpl.sigma,
-                var_new=sci.var,
-                var_ref=tpl.var,
-                flux_ratio=beta,
-                astrometric_noise=(ast_y, ast_x),
-                progress=_progress(n_tiles_hint),
-            )
+            with engine:
+                mapper = None
+                if distributed:
+                    log.info("ZOGY tiles: %d task(s) on %s", n_tiles_hint, engine.description)
+                    mapper = inputs.task_mapper(
+                        engine, "stmatch-zogy-tiles", progress=_task_progress
+                    )
+                elif n_tiles_hint > 1:
+                    log.info("ZOGY tiles: %d, in-process", n_tiles_hint)
+                result = zogy_tiled(
+                    sci.data,
+                    tpl.data,
+                    at_new,
+                    at_ref,
+                    tile_size=self.tile_size,
+                    border=self.tile_border,
+                    sigma_new=sci.sigma,
+                    sigma_ref=tpl.sigma,
+                    var_new=sci.var,
+                    var_ref=tpl.var,
+                    flux_ratio=beta,
+                    astrometric_noise=(ast_y, ast_x),
+                    progress=None if mapper is not None else _progress(n_tiles_hint),
+                    mapper=mapper,
+                )
         except ValueError as exc:
             raise ValueError(f"ZOGY failed: {exc}") from None
         log.info(
@@ -321,11 +339,15 @@ class ZogyStep(StmatchStep):
         return beta, beta_err, src
 
 
+def _task_progress(done, total):
+    if total > 1 and (total <= 16 or done % max(1, total // 10) == 0 or done == total):
+        log.info("  tile %d / %d done", done, total)
+    else:
+        log.debug("  tile %d / %d done", done, total)
+
+
 def _progress(n_tiles):
     def progress(i, n, tile):
-        if n > 1 and (n <= 16 or (i + 1) % max(1, n // 10) == 0 or i + 1 == n):
-            log.info("  tile %d / %d done", i + 1, n)
-        else:
-            log.debug("  tile %d / %d done", i + 1, n)
+        _task_progress(i + 1, n)
 
     return progress
