@@ -95,6 +95,7 @@ ALLOWED_ALGORITHMS = {
     "numbers",
     "enum",
     "operator",
+    "importlib",
 }
 FRAMEWORK = {"stpipe", "stdatamodels", "asdf", "jwst", "crds", "gwcs", "astropy"}
 

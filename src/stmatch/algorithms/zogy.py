@@ -101,6 +101,7 @@ from __future__ import annotations
 
 import math
 from dataclasses import dataclass
+from functools import partial
 
 import numpy as np
 from scipy import fft as sfft
@@ -262,6 +263,7 @@ def zogy(
     pad=None,
     rng=None,
     dtype=np.float32,
+    fft_workers=-1,
 ) -> ZogyResult:
     r"""Proper image subtraction of ``ref`` from ``new`` (ZOGY, eqs. 12-17, 25-33).
 
@@ -295,6 +297,10 @@ def zogy(
     dtype : numpy dtype
         Float type of ``d``, ``s``, ``s_corr``, ``alpha`` and ``alpha_err``
         (default float32; the computation is float64).
+    fft_workers : int
+        Threads of the FFTs (``scipy.fft`` ``workers``; -1, the default: all
+        CPUs). Tasks that share a machine with others use 1. The result does not
+        depend on it.
 
     Returns
     -------
@@ -349,10 +355,11 @@ def zogy(
     else:
         fft_shape = tuple(sfft.next_fast_len(m + 2 * pad, real=True) for m in shape)
     crop = (slice(pad, pad + shape[0]), slice(pad, pad + shape[1]))
-    irfft2 = _irfft2_factory(fft_shape)
+    irfft2 = _irfft2_factory(fft_shape, fft_workers)
+    rfft2 = partial(sfft.rfft2, workers=fft_workers)
 
     # ZOGY filters on the image FFT grid (eqs. 13, 14, 16, 17; internal units).
-    dn, dr, conj_pd = _filters(pn, pr, f_n, f_r, fft_shape)
+    dn, dr, conj_pd = _filters(pn, pr, f_n, f_r, fft_shape, rfft2)
     np.conjugate(conj_pd, out=conj_pd)
     conj_pd *= f_d  # S-hat = f_D conj(P_D-hat) D-hat
 
@@ -361,7 +368,7 @@ def zogy(
     # or on the FFT grid when that is smaller.
     kgrid = (3 * stamp[0], 3 * stamp[1])
     if kgrid[0] < fft_shape[0] and kgrid[1] < fft_shape[1]:
-        kdn, kdr, kpd = _filters(pn, pr, f_n, f_r, kgrid)
+        kdn, kdr, kpd = _filters(pn, pr, f_n, f_r, kgrid, rfft2)
     else:
         kgrid, kdn, kdr, kpd = fft_shape, dn, dr, conj_pd.conj() / f_d
     pd_k = sfft.irfft2(kpd, s=kgrid)
@@ -376,8 +383,8 @@ def zogy(
 
     # Images: D and S.
     noise = gen.standard_normal
-    n_h = _rfft2(_embed(n, fft_shape, pad, noise))
-    r_h = _rfft2(_embed(r, fft_shape, pad, noise))
+    n_h = rfft2(_embed(n, fft_shape, pad, noise))
+    r_h = rfft2(_embed(r, fft_shape, pad, noise))
     del n, r
     spec = dn * n_h
     spec -= dr * r_h
@@ -387,8 +394,8 @@ def zogy(
     del spec
 
     # Variance of S (eqs. 25-33), internal units.
-    var_int = _convolved_variance(v_n, kn_k, fft_shape, pad, crop, irfft2)
-    var_int = var_int + _convolved_variance(v_r, kr_k, fft_shape, pad, crop, irfft2)
+    var_int = _convolved_variance(v_n, kn_k, fft_shape, pad, crop, rfft2, irfft2)
+    var_int = var_int + _convolved_variance(v_r, kr_k, fft_shape, pad, crop, rfft2, irfft2)
     if sig_ast_y > 0 or sig_ast_x > 0:
         ky = _derivative_factor(fft_shape[0], full=True)[:, None]
         kx = _derivative_factor(fft_shape[1], full=False)[None, :]
@@ -417,8 +424,8 @@ def zogy(
             if not bad_in.any():
                 continue
             foot = np.abs(k_stamp) >= FOOTPRINT_FRACTION * np.abs(k_stamp).max()
-            term = _rfft2(_embed(bad_in.astype(np.float64), fft_shape, pad, np.zeros))
-            term *= _rfft2(psf_to_fft_origin(foot.astype(np.float64), fft_shape))
+            term = rfft2(_embed(bad_in.astype(np.float64), fft_shape, pad, np.zeros))
+            term *= rfft2(psf_to_fft_origin(foot.astype(np.float64), fft_shape))
             spec = term if spec is None else spec + term
         bad = irfft2(spec, overwrite=True)[crop] > 0.5
         del spec
@@ -448,26 +455,22 @@ def zogy(
     )
 
 
-def _rfft2(x: np.ndarray) -> np.ndarray:
-    return sfft.rfft2(x, workers=-1)
-
-
-def _irfft2_factory(fft_shape):
+def _irfft2_factory(fft_shape, workers=-1):
     def irfft2(x: np.ndarray, overwrite: bool = False) -> np.ndarray:
-        return sfft.irfft2(x, s=fft_shape, workers=-1, overwrite_x=overwrite)
+        return sfft.irfft2(x, s=fft_shape, workers=workers, overwrite_x=overwrite)
 
     return irfft2
 
 
-def _filters(pn, pr, f_n, f_r, fft_shape):
+def _filters(pn, pr, f_n, f_r, fft_shape, rfft2):
     """Half-spectra ``(dn, dr, pd)`` with ``D-hat = dn n-hat - dr r-hat`` and ``P_D-hat = pd``.
 
     ``dn = f_r Pr/sqrt(den)``, ``dr = f_n Pn/sqrt(den)``, ``pd = Pr Pn/sqrt(den)`` with
     ``den = f_r^2 |Pr|^2 + f_n^2 |Pn|^2`` (``f_n^2 + f_r^2 = 1``); where ``den`` is below
     ``DENOMINATOR_FLOOR`` of its maximum: ``dn = f_r``, ``dr = f_n``, ``pd = 0``.
     """
-    pn_h = _rfft2(psf_to_fft_origin(pn, fft_shape))
-    pr_h = _rfft2(psf_to_fft_origin(pr, fft_shape))
+    pn_h = rfft2(psf_to_fft_origin(pn, fft_shape))
+    pr_h = rfft2(psf_to_fft_origin(pr, fft_shape))
     den = _abs2(pr_h)
     den *= f_r * f_r
     den += f_n * f_n * _abs2(pn_h)
@@ -503,7 +506,7 @@ def _derivative_factor(length: int, *, full: bool) -> np.ndarray:
     return out
 
 
-def _convolved_variance(v, k, fft_shape, pad, crop, irfft2):
+def _convolved_variance(v, k, fft_shape, pad, crop, rfft2, irfft2):
     """``V ⊗ k²`` on the image region; a scalar ``sum(k²)`` for unit variance.
 
     ``k`` has its origin at (0, 0), on the FFT grid or on a smaller odd grid.
@@ -513,6 +516,6 @@ def _convolved_variance(v, k, fft_shape, pad, crop, irfft2):
         return float(k2.sum())
     if k2.shape != tuple(fft_shape):
         k2 = psf_to_fft_origin(fft_origin_to_stamp(k2, k2.shape), fft_shape)
-    v_h = _rfft2(_embed(v, fft_shape, pad, np.ones))
-    v_h *= _rfft2(k2)
+    v_h = rfft2(_embed(v, fft_shape, pad, np.ones))
+    v_h *= rfft2(k2)
     return irfft2(v_h, overwrite=True)[crop]

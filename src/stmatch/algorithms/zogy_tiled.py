@@ -415,6 +415,8 @@ def zogy_tiled(
         if mapper is None or len(tiles) == 1:
             results = (run_tile(task(i, tile)) for i, tile in enumerate(tiles))
         else:
+            # Tasks share their machine with other tasks: one FFT thread each.
+            options = {**options, "fft_workers": 1}
             results = mapper(run_tile, [task(i, tile) for i, tile in enumerate(tiles)])
             if len(results) != len(tiles):
                 raise RuntimeError(

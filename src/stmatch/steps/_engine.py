@@ -49,6 +49,8 @@ SCHEDULER_SPEC = (
     "'threads', 'processes', 'processes:N', or a dask.distributed scheduler address or file"
 )
 
+_SCATTER_ATTEMPTS = 4  # sends of scattered items before giving up on lost workers
+
 _IN_PROCESS = ("", "none", "local", "in-process", "inprocess", "sync", "synchronous")
 
 
@@ -193,31 +195,60 @@ class Engine:
             return out
         if total == 0:
             return []
+        from concurrent.futures import CancelledError
+
         from distributed import as_completed
 
         run = uuid.uuid4().hex[:8]
-        keys = [f"{name}-{run}-{k}" for k in range(total)]
-        args = items
-        if scatter and self.kind != "threads":
-            args = self.client.scatter(items, hash=False)
-        futures = self.client.map(fn, args, key=keys, pure=False)
-        position = {f.key: k for k, f in enumerate(futures)}
+        scatter = scatter and self.kind != "threads"
         results = [None] * total
+        pending = list(range(total))
         done = 0
         t0 = time.perf_counter()
-        try:
-            for future in as_completed(futures, loop=self.client.loop):
-                results[position[future.key]] = future.result()
-                future.release()
-                done += 1
-                if progress is not None:
-                    progress(done, total)
-        except BaseException:
-            self.client.cancel(futures)
-            raise
-        finally:
-            if scatter and args is not items:
-                self.client.cancel(args)
+        for attempt in range(_SCATTER_ATTEMPTS):
+            # Scattered data has no recipe: when the worker holding it dies, the
+            # tasks needing it are cancelled rather than re-run. Those items are
+            # sent again and only their tasks resubmitted (tasks are idempotent).
+            args = [items[k] for k in pending]
+            if scatter:
+                args = self.client.scatter(args, hash=False)
+            keys = [f"{name}-{run}-{attempt}-{k}" for k in pending]
+            futures = self.client.map(fn, args, key=keys, pure=False)
+            position = {f.key: k for k, f in zip(pending, futures, strict=True)}
+            lost = []
+            try:
+                for future in as_completed(futures, loop=self.client.loop):
+                    k = position[future.key]
+                    try:
+                        results[k] = future.result()
+                    except CancelledError:
+                        if not scatter:
+                            raise
+                        lost.append(k)
+                        continue
+                    finally:
+                        future.release()
+                    done += 1
+                    if progress is not None:
+                        progress(done, total)
+            except BaseException:
+                self.client.cancel(futures)
+                raise
+            finally:
+                if scatter:
+                    self.client.cancel(args)
+            if not lost:
+                break
+            log.warning(
+                "A Dask worker was lost with the data of %d %s task(s); sending it again",
+                len(lost),
+                name,
+            )
+            pending = sorted(lost)
+        else:
+            raise RuntimeError(
+                f"{len(pending)} {name} task(s) lost their data {_SCATTER_ATTEMPTS} times"
+            )
         log.debug(
             "%d %s task(s) on %s in %.2f s", total, name, self.description, time.perf_counter() - t0
         )

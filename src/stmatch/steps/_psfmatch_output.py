@@ -13,7 +13,7 @@ from ..algorithms.convolve_varying import convolve_image, convolve_variance, ker
 from ..algorithms.row_bands import band_rows_for, plan_bands, row_chunk
 from ._base import atomic_write, products_dir, unvalidated
 from ._engine import open_engine, scheduler_kind
-from ._zogy_inputs import dilate_dq, dq_of, task_mapper
+from ._zogy_inputs import dilate_dq, dq_of
 
 log = logging.getLogger("stmatch.steps.psfmatch")
 
@@ -124,7 +124,7 @@ def convolve_on(scheduler, model, kernel, bad):
             max(r1 - r0 for r0, r1 in bands),
             engine.description,
         )
-        mapper = task_mapper(engine, "stmatch-psfmatch-bands")
+        mapper = engine.mapper(name="stmatch-psfmatch-bands", scatter=True)
         return convolve_model(model, kernel, bad, mapper=mapper, band_rows=band_rows)
 
 

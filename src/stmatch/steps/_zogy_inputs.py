@@ -339,36 +339,3 @@ def science_to_template(science, template):
         return float(np.ravel(yt)[0]), float(np.ravel(xt)[0])
 
     return mapping
-
-
-def task_mapper(engine, name, progress=None):
-    """``mapper(fn, items)`` sending items with ``scatter=True`` on ``engine`` (None
-    in-process), robust to a worker lost with the data scattered to it.
-
-    Scattered data has no recipe: when the worker holding it dies, the tasks that
-    needed it are cancelled instead of run again. The tasks are idempotent, so the
-    mapper then runs all of them again with the items inside the tasks (held by
-    the scheduler, re-run elsewhere after a further loss) and warns.
-    """
-    from concurrent.futures import CancelledError
-
-    scattered = engine.mapper(name=name, progress=progress, scatter=True)
-    if scattered is None:
-        return None
-    plain = engine.mapper(name=name, progress=progress, scatter=False)
-
-    def mapper(fn, items):
-        items = list(items)
-        try:
-            return scattered(fn, items)
-        except CancelledError as exc:
-            logging.getLogger("stmatch.steps").warning(
-                "A Dask worker was lost with the data sent to it (%s); running the %d %s "
-                "task(s) again with their data in the task graph",
-                exc,
-                len(items),
-                name,
-            )
-            return plain(fn, items)
-
-    return mapper

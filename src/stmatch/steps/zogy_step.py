@@ -175,8 +175,8 @@ class ZogyStep(StmatchStep):
                 mapper = None
                 if distributed:
                     log.info("ZOGY tiles: %d task(s) on %s", n_tiles_hint, engine.description)
-                    mapper = inputs.task_mapper(
-                        engine, "stmatch-zogy-tiles", progress=_task_progress
+                    mapper = engine.mapper(
+                        name="stmatch-zogy-tiles", progress=_task_progress, scatter=True
                     )
                 elif n_tiles_hint > 1:
                     log.info("ZOGY tiles: %d, in-process", n_tiles_hint)
