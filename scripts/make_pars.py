@@ -3,6 +3,8 @@
 Run from the repository root: ``python scripts/make_pars.py``. Each entry lists
 only the parameters that differ from the step's spec defaults; the reasons are
 in ``docs/skymatch.rst`` ("Parameter files") and in each file's description.
+Pipeline entries (``stmatch_diffim-*``) also list parameters of their sub-steps
+under ``steps`` (see ``docs/diffim.rst``).
 """
 
 from pathlib import Path
@@ -138,6 +140,61 @@ FILES = {
         ),
         "parameters": {"use_polynomial": False, "interp_style": "AKIMA_SPLINE", "bin_size": 64},
     },
+    # Difference-imaging pipeline: values for its sub-steps in that context, merged on
+    # top of each sub-step's own per-instrument file.
+    "stmatch_diffim-nircam.asdf": {
+        "class": "stmatch.pipelines.DiffImagePipeline",
+        "description": (
+            "NIRCam difference imaging. The science exposure and the template have different "
+            "PSFs, so every star leaves a residual in science - template: background matching "
+            "masks the pixels that stand out in the difference (detect_sources, 5 bin sigmas) "
+            "and grows them by 3 px to cover the residual diffraction spikes, which otherwise "
+            "bias the bins around bright stars and fail the quality gate. PSF matching stays "
+            "off: ZOGY subtracts exactly with different PSFs, and convolving the template "
+            "would only correlate its noise."
+        ),
+        "parameters": {},
+        "steps": {
+            "bgmatch": {"detect_sources": True, "source_threshold": 5.0, "source_grow": 3},
+            "psfmatch": {"skip": True},
+        },
+    },
+    "stmatch_diffim-niriss.asdf": {
+        "class": "stmatch.pipelines.DiffImagePipeline",
+        "description": (
+            "NIRISS difference imaging: as for NIRCam (different PSFs leave star residuals in "
+            "science - template, masked by detect_sources at 5 bin sigmas and grown by 3 px "
+            "for the hexagonal-pupil spikes at 0.065 arcsec/px); PSF matching off, since ZOGY "
+            "needs none."
+        ),
+        "parameters": {},
+        "steps": {
+            "bgmatch": {"detect_sources": True, "source_threshold": 5.0, "source_grow": 3},
+            "psfmatch": {"skip": True},
+        },
+    },
+    "stmatch_diffim-miri.asdf": {
+        "class": "stmatch.pipelines.DiffImagePipeline",
+        "description": (
+            "MIRI difference imaging: star residuals in science - template are masked before "
+            "background matching (detect_sources); the PSF FWHM reaches 7 px at F2550W and "
+            "the residual rings of the cruciform PSF are wide, so masks are grown by 4 px; a "
+            "lower threshold (4 bin sigmas) because the bright thermal background makes "
+            "residuals faint relative to the bin noise. PSF matching off (ZOGY needs none)."
+        ),
+        "parameters": {},
+        "steps": {
+            "bgmatch": {"detect_sources": True, "source_threshold": 4.0, "source_grow": 4},
+            "psfmatch": {"skip": True},
+        },
+    },
+}
+
+#: Classes and aliases of the sub-steps named in pipeline files.
+SUB_STEPS = {
+    "bgmatch": ("stmatch.steps.BackgroundMatchStep", "bgmatch"),
+    "psfmatch": ("stmatch.steps.PsfModelMatchStep", "psfmatch"),
+    "zogy": ("stmatch.steps.ZogyStep", "zogy"),
 }
 
 
@@ -158,6 +215,11 @@ def main():
                 "useafter": "2022-01-01T00:00:00",
             },
         }
+        if "steps" in spec:  # a pipeline: one entry per sub-step, as stpipe writes them
+            tree["steps"] = [
+                {"class": SUB_STEPS[name][0], "name": SUB_STEPS[name][1], "parameters": pars}
+                for name, pars in spec["steps"].items()
+            ]
         af = asdf.AsdfFile(tree)
         af.write_to(PARS / name)
         print("wrote", PARS / name)

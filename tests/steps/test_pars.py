@@ -37,6 +37,7 @@ def _no_user_dir(monkeypatch):
 def test_packaged_files_are_valid_for_their_step(path):
     from stpipe import config_parser
 
+    import stmatch.pipelines
     import stmatch.steps
 
     cfg = config_parser.load_config_file(str(path))
@@ -46,12 +47,20 @@ def test_packaged_files_are_valid_for_their_step(path):
         "stmatch_zogy": stmatch.steps.ZogyStep,
         "stmatch_psfmatch": stmatch.steps.PsfModelMatchStep,
         "stmatch_bgmatch": stmatch.steps.BackgroundMatchStep,
+        "stmatch_diffim": stmatch.pipelines.DiffImagePipeline,
     }[alias]
-    assert cfg["class"] == f"stmatch.steps.{step_class.__name__}"
+    package = step_class.__module__.rsplit(".", 1)[0]  # stmatch.steps or stmatch.pipelines
+    assert cfg["class"] == f"{package}.{step_class.__name__}"
     assert cfg["name"] == alias == step_class.class_alias
     params = {k: v for k, v in cfg.items() if k not in ("class", "name")}
     step = step_class(**params)  # unknown keys or bad values raise
     for key, value in params.items():
+        if key == "steps":  # a pipeline file: values for its sub-steps
+            for name, sub in value.items():
+                for k, v in sub.items():
+                    if k not in ("class", "name"):
+                        assert getattr(getattr(step, name), k) == v, (name, k)
+            continue
         assert getattr(step, key) == value
 
 

@@ -31,9 +31,15 @@ the same arguments always give the same arrays.
   differ by known smooth background offsets (planes or quadratic surfaces) and
   share stars and diffuse light, optionally on shifted/rotated pixel grids.
 - `write_bgmatch_exposures`: write them and a level-3 association.
+- `make_diffim_set` / `DiffimSet`: a template and several science exposures of
+  one field, on shifted grids, with different PSFs and smooth backgrounds and
+  transients injected at known positions and fluxes, for difference imaging.
+- `write_diffim_association`: write such a set, its PSF stamps, the truth table
+  and an association with ``science`` and ``template`` members.
 """
 
 from ._bgmatch import BackgroundMatchSet, make_bgmatch_exposures, write_bgmatch_exposures
+from ._diffim import DiffimSet, make_diffim_set, write_diffim_association
 from ._mosaic import Mosaic, make_mosaic, write_mosaic
 from ._points import inject_transients, psf_stamp, render_point_sources
 from ._psfmatch import (
@@ -50,6 +56,7 @@ from ._zogy_io import write_zogy_pair
 
 __all__ = [
     "BackgroundMatchSet",
+    "DiffimSet",
     "FwhmField",
     "Mosaic",
     "PsfMatchExposure",
@@ -57,6 +64,7 @@ __all__ = [
     "ZogyPair",
     "inject_transients",
     "make_bgmatch_exposures",
+    "make_diffim_set",
     "make_image",
     "make_mosaic",
     "make_psfmatch_exposure",
@@ -67,6 +75,7 @@ __all__ = [
     "render_image",
     "render_point_sources",
     "write_bgmatch_exposures",
+    "write_diffim_association",
     "write_mosaic",
     "write_psfmatch_exposure",
     "write_zogy_pair",
