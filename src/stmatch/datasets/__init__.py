@@ -36,10 +36,16 @@ the same arguments always give the same arrays.
   transients injected at known positions and fluxes, for difference imaging.
 - `write_diffim_association`: write such a set, its PSF stamps, the truth table
   and an association with ``science`` and ``template`` members.
+- `make_image3_mosaic` / `write_image3_association`: a mosaic whose WCS goes
+  through the telescope frame (``v2v3``) with matching ``wcsinfo``, as jwst's
+  ``calwebb_image3`` steps expect, and an image3 association (with synthetic
+  aperture-correction and AB-Vega reference files for ``source_catalog``);
+  `jwst_like_wcs` gives such a WCS for any of our mosaic WCS.
 """
 
 from ._bgmatch import BackgroundMatchSet, make_bgmatch_exposures, write_bgmatch_exposures
 from ._diffim import DiffimSet, make_diffim_set, write_diffim_association
+from ._image3 import jwst_like_wcs, make_image3_mosaic, write_image3_association
 from ._mosaic import Mosaic, make_mosaic, write_mosaic
 from ._points import inject_transients, psf_stamp, render_point_sources
 from ._psfmatch import (
@@ -64,7 +70,9 @@ __all__ = [
     "ZogyPair",
     "inject_transients",
     "make_bgmatch_exposures",
+    "jwst_like_wcs",
     "make_diffim_set",
+    "make_image3_mosaic",
     "make_image",
     "make_mosaic",
     "make_psfmatch_exposure",
@@ -76,6 +84,7 @@ __all__ = [
     "render_point_sources",
     "write_bgmatch_exposures",
     "write_diffim_association",
+    "write_image3_association",
     "write_mosaic",
     "write_psfmatch_exposure",
     "write_zogy_pair",
