@@ -269,3 +269,33 @@ def test_bad_inputs_through_the_pipeline(files, tmp_path):
     twice = {"products": [{"name": "a", "members": member}, {"name": "a", "members": member}]}
     with pytest.raises(ValueError, match="two products named 'a'"):
         read_diffim_association(twice)
+
+
+def test_killed_worker_loses_and_duplicates_nothing(files, run, tmp_path):
+    """A worker dies while running an exposure: the exposure runs again elsewhere;
+    the products and catalogs equal the in-process run's, each file once."""
+    pytest.importorskip("distributed")
+    from tests._dask import kill_one_worker_during, local_cluster
+
+    out, models = run
+    out3 = tmp_path / "out_killed"
+    marker = tmp_path / "killed"
+    with local_cluster(2) as cluster:
+        kill_one_worker_during(cluster, marker, "stmatch-diffim")
+        killed = DiffImagePipeline.call(
+            str(files["asn"]),
+            output_dir=str(out3),
+            save_results=True,
+            scheduler=cluster.scheduler_address,
+            steps=STEPS,
+        )
+    assert marker.read_text().startswith("stmatch-diffim")
+    assert sorted(p.name for p in out3.iterdir()) == sorted(p.name for p in out.iterdir())
+    for k, (a, b) in enumerate(zip(models, killed, strict=True)):
+        np.testing.assert_array_equal(a.data, b.data)
+        with open_model(out3 / f"{_stem(k)}_diffim.fits") as saved:
+            np.testing.assert_array_equal(saved.data, a.data)
+        name = f"{_stem(k)}_diffim_cat.ecsv"
+        assert _text(out / name) == _text(out3 / name)
+    combined = Table.read(out3 / "diffim_diffim_cat.ecsv")
+    assert len(combined) == len(Table.read(out / "diffim_diffim_cat.ecsv"))
