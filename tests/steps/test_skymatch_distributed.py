@@ -171,9 +171,13 @@ def test_file_members(mosaic_3x3, tmp_path):
     with fresh:
         fresh.shelve(fresh.borrow(5), 5)
         files.pop(5)
-        inputs, _ = SkyMatchStep()._sky_inputs(fresh, DQBITS, files)
+        inputs, _ = SkyMatchStep()._sky_inputs(fresh, DQBITS, files, picklable=True)
+        local, _ = SkyMatchStep()._sky_inputs(fresh, DQBITS, files)
     kinds = [type(inp.load).__name__ for inp in inputs]
     assert kinds == ["FileSource"] * 5 + ["ArraySource"] + ["FileSource"] * 3
+    # in-process: the member without a file is borrowed from the library when needed
+    kinds = [type(inp.load).__name__ for inp in local]
+    assert kinds[4:7] == ["FileSource", "function", "FileSource"]
     assert all(inp.load.layout[:2] == ("SCI", "DQ") for k, inp in enumerate(inputs) if k != 5)
 
 

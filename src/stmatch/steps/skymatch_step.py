@@ -131,10 +131,12 @@ class SkyMatchStep(StmatchStep):
             min_pixels=self.min_overlap_pixels,
             cache_size=self.cache_size,
         )
-        # Files that hold their members' content, known before anything is borrowed.
-        files = file_members(library) if distributed else None
+        # Files that hold their members' content, known before anything is borrowed:
+        # tasks read them, and so does this process when the library is on disk
+        # (reading two arrays is far cheaper than opening the datamodel again).
+        files = file_members(library) if (distributed or not self.in_memory) else None
         with library:
-            inputs, previous = self._sky_inputs(library, dqbits, files)
+            inputs, previous = self._sky_inputs(library, dqbits, files, picklable=distributed)
             if "match" in self.skymethod and len({i.group for i in inputs}) < 2:
                 log.warning("Only one image (group): nothing to match; step SKIPPED")
                 return io.mark_all(self, library, "SKIPPED")
@@ -172,12 +174,14 @@ class SkyMatchStep(StmatchStep):
             self._solution = io.solution_model(self, *self._solution_parts)
         return getattr(self, "_solution", None)
 
-    def _sky_inputs(self, library, dqbits, files=None):
+    def _sky_inputs(self, library, dqbits, files=None, *, picklable=False):
         """SkyInput per model (arrays loaded lazily) and previous background levels.
 
-        ``files`` (``{index: path}``, tasks on Dask only) switches to picklable
-        loaders: a :class:`FileSource` for the members listed, an
-        :class:`ArraySource` for the others, and a picklable exact inverse.
+        ``files`` (``{index: path}``): members read with a :class:`FileSource`
+        (identical arrays, without opening the datamodel). The others are
+        borrowed from the library when they are needed, or, with ``picklable``
+        (tasks on Dask), held in an :class:`ArraySource`; ``picklable`` also
+        gives a picklable exact inverse.
         """
         need_geometry = "match" in self.skymethod or self.save_qa
         group_of = {}
@@ -202,17 +206,17 @@ class SkyMatchStep(StmatchStep):
                 geometry = None
                 if need_geometry:
                     fwd, inv = io.wcs_callables(model)
-                    if files is not None and model.meta.wcs is not None:
+                    if picklable and model.meta.wcs is not None:
                         inv = WcsInverse(model.meta.wcs)  # same arithmetic, picklable
                     geometry = image_geometry(
                         shape, fwd, inv, stepsize=self.stepsize, grid_step=self.grid_step
                     )
-                if files is None:
-                    load = _loader(library, i, dqbits)
-                elif i in files:
+                if files is not None and i in files:
                     load = FileSource(files[i], dqbits, fits_layout(model, files[i]))
-                else:
+                elif picklable:
                     load = ArraySource(data, good_pixels(model, dqbits))
+                else:
+                    load = _loader(library, i, dqbits)
             finally:
                 library.shelve(model, i, modify=False)
             inputs.append(
