@@ -106,3 +106,27 @@ def test_mapper_is_none_in_process_and_maps_on_a_cluster(dask_cluster):
     with open_engine(dask_cluster) as engine:
         mapper = engine.mapper(name="sq")
         assert mapper(_square, [1, 2, 3]) == [1, 4, 9]
+
+
+def _slow_sum(a):
+    import time
+
+    time.sleep(0.05)
+    return float(a.sum())
+
+
+def test_scattered_items_survive_a_killed_worker(tmp_path):
+    """Items sent ahead of their tasks (scatter) are sent again when their worker dies."""
+    pytest.importorskip("distributed")
+    import numpy as np
+
+    from tests._dask import kill_one_worker_during, local_cluster
+
+    arrays = [np.full((64, 64), k, dtype=float) for k in range(12)]
+    marker = tmp_path / "killed"
+    with local_cluster(2) as cluster:
+        kill_one_worker_during(cluster, marker, "tilesum-")
+        with open_engine(cluster.scheduler_address) as engine:
+            out = engine.map(_slow_sum, arrays, scatter=True, name="tilesum")
+    assert out == [4096.0 * k for k in range(12)]
+    assert marker.exists()

@@ -50,6 +50,7 @@ SCHEDULER_SPEC = (
 )
 
 _SCATTER_ATTEMPTS = 4  # sends of scattered items before giving up on lost workers
+_IN_FLIGHT_PER_SLOT = 2  # scattered items queued per task slot
 
 _IN_PROCESS = ("", "none", "local", "in-process", "inprocess", "sync", "synchronous")
 
@@ -165,14 +166,15 @@ class Engine:
             One argument per task; with process or remote workers each is pickled
             and sent, so pass file names or small arrays, not whole models.
         name : str
-            Prefix of the Dask task keys (``<name>-<run id>-<index>``), shown on the
-            dashboard.
+            Prefix of the Dask task keys (``<name>-<run id>-<attempt>-<index>``).
         progress : callable, optional
             ``progress(done, total)`` after each finished task.
         scatter : bool
-            Send the items to the workers first (for large arrays such as image
-            tiles: data then travels directly to a worker, not through the
-            scheduler).
+            Send each item to the workers before its task (for large arrays such as
+            image tiles: data then travels directly to a worker, not through the
+            scheduler), a few per task slot at a time, so that a worker holds a few
+            items at once whatever their number. An item lost with a dead worker is
+            sent again.
 
         Returns
         -------
@@ -195,60 +197,70 @@ class Engine:
             return out
         if total == 0:
             return []
+        from collections import deque
         from concurrent.futures import CancelledError
 
         from distributed import as_completed
 
         run = uuid.uuid4().hex[:8]
         scatter = scatter and self.kind != "threads"
+        # Large items are sent a few at a time, as workers free up: a worker then
+        # holds a few tiles, not its share of the whole image.
+        limit = max(2, _IN_FLIGHT_PER_SLOT * self.n_workers) if scatter else total
         results = [None] * total
-        pending = list(range(total))
+        attempts = [0] * total
+        queue = deque(range(total))
+        live = {}  # task key -> (item index, future, scattered data or None)
+        waiting = as_completed(loop=self.client.loop)
         done = 0
         t0 = time.perf_counter()
-        for attempt in range(_SCATTER_ATTEMPTS):
-            # Scattered data has no recipe: when the worker holding it dies, the
-            # tasks needing it are cancelled rather than re-run. Those items are
-            # sent again and only their tasks resubmitted (tasks are idempotent).
-            args = [items[k] for k in pending]
+
+        def submit(k):
+            arg, data = items[k], None
             if scatter:
-                args = self.client.scatter(args, hash=False)
-            keys = [f"{name}-{run}-{attempt}-{k}" for k in pending]
-            futures = self.client.map(fn, args, key=keys, pure=False)
-            position = {f.key: k for k, f in zip(pending, futures, strict=True)}
-            lost = []
-            try:
-                for future in as_completed(futures, loop=self.client.loop):
-                    k = position[future.key]
-                    try:
-                        results[k] = future.result()
-                    except CancelledError:
-                        if not scatter:
-                            raise
-                        lost.append(k)
-                        continue
-                    finally:
-                        future.release()
-                    done += 1
-                    if progress is not None:
-                        progress(done, total)
-            except BaseException:
-                self.client.cancel(futures)
-                raise
-            finally:
-                if scatter:
-                    self.client.cancel(args)
-            if not lost:
-                break
-            log.warning(
-                "A Dask worker was lost with the data of %d %s task(s); sending it again",
-                len(lost),
-                name,
-            )
-            pending = sorted(lost)
-        else:
-            raise RuntimeError(
-                f"{len(pending)} {name} task(s) lost their data {_SCATTER_ATTEMPTS} times"
-            )
+                data = _scatter_one(self.client, arg)
+                arg = data
+            key = f"{name}-{run}-{attempts[k]}-{k}"
+            future = self.client.submit(fn, arg, key=key, pure=False)
+            live[key] = (k, future, data)
+            waiting.add(future)
+
+        try:
+            while queue and len(live) < limit:
+                submit(queue.popleft())
+            for future in waiting:
+                k, _, data = live.pop(future.key)
+                try:
+                    results[k] = future.result()
+                except CancelledError:
+                    # Scattered data has no recipe: when the worker holding it dies,
+                    # the task is cancelled rather than re-run; send the item again
+                    # (tasks are idempotent).
+                    if not scatter or attempts[k] + 1 >= _SCATTER_ATTEMPTS:
+                        raise
+                    attempts[k] += 1
+                    log.warning(
+                        "A Dask worker was lost with the data of %s task %d; sending it again",
+                        name,
+                        k,
+                    )
+                    submit(k)
+                    continue
+                finally:
+                    future.release()
+                    if data is not None:
+                        data.release()
+                done += 1
+                if progress is not None:
+                    progress(done, total)
+                while queue and len(live) < limit:
+                    submit(queue.popleft())
+        except BaseException:
+            for _, future, data in live.values():
+                future.cancel()
+                if data is not None:
+                    data.cancel()
+            raise
         log.debug(
             "%d %s task(s) on %s in %.2f s", total, name, self.description, time.perf_counter() - t0
         )
@@ -285,6 +297,20 @@ class Engine:
 
     def __repr__(self):
         return f"Engine({self.description})"
+
+
+def _scatter_one(client, item):
+    """Send one item to a worker; retried while a dying worker is being replaced."""
+    for attempt in range(_SCATTER_ATTEMPTS):
+        try:
+            [future] = client.scatter([item], hash=False)
+            return future
+        except OSError as exc:  # the chosen worker died (CommClosedError is an OSError)
+            if attempt + 1 == _SCATTER_ATTEMPTS:
+                raise
+            log.warning("Sending data to a Dask worker failed (%s); trying again", exc)
+            time.sleep(0.5 * (attempt + 1))
+    raise AssertionError("unreachable")  # pragma: no cover
 
 
 def open_engine(scheduler=None, *, n_workers: int | None = None) -> Engine:
