@@ -303,7 +303,10 @@ def _scatter_one(client, item):
     """Send one item to a worker; retried while a dying worker is being replaced."""
     for attempt in range(_SCATTER_ATTEMPTS):
         try:
-            [future] = client.scatter([item], hash=False)
+            # Straight to a worker (not relayed by the scheduler); after a failure
+            # (a dying worker, or workers this client cannot reach) through the
+            # scheduler.
+            [future] = client.scatter([item], hash=False, direct=attempt == 0 or None)
             return future
         except OSError as exc:  # the chosen worker died (CommClosedError is an OSError)
             if attempt + 1 == _SCATTER_ATTEMPTS:
