@@ -41,6 +41,7 @@ import json
 import logging
 import math
 import os
+import re
 import shutil
 import subprocess
 import sys
@@ -67,7 +68,7 @@ ZOGY_SEED = 20261121
 
 RECORDER = "stmatch-bench-task-recorder"
 MODES = ("in-process", "cluster")
-#: Memory the driver may plan to use, as a fraction of MemAvailable at the start.
+#: Memory a ZOGY run may be expected to use, as a fraction of MemAvailable before it.
 MEMORY_FRACTION = 0.85
 
 
@@ -446,8 +447,6 @@ def summarize_tasks(records):
     import numpy as np
 
     groups = {}
-    import re
-
     for r in records:  # keys: <name>-<run id>-<index> (or -<attempt>-<index>)
         match = re.match(r"^(.*?)-[0-9a-f]{8}(?:-\d+)+$", r["key"])
         groups.setdefault(match.group(1) if match else r["key"], []).append(r)

@@ -171,8 +171,8 @@ class Engine:
             ``progress(done, total)`` after each finished task.
         scatter : bool
             Send each item to the workers before its task (for large arrays such as
-            image tiles: data then travels directly to a worker, not through the
-            scheduler), a few per task slot at a time, so that a worker holds a few
+            image tiles: data goes straight to a worker, and through the scheduler
+            only when that fails), a few per task slot at a time, so that a worker holds a few
             items at once whatever their number. An item lost with a dead worker is
             sent again.
 
